@@ -1,0 +1,1 @@
+"""Typer commands: parse, compose config, call one core function, render."""

@@ -1,0 +1,87 @@
+"""The `neo` command: one Typer app with a sub-app per command group.
+
+Commands are glue: parse, compose the config, call one core function, render the result. A `NeoError` becomes one
+red line on stderr and exit code 2; any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from rich.console import Console
+
+from neo.errors import NeoError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow is only our TFRecord reader: keep it quiet
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+def _quiet_libraries() -> None:
+    """Orbax and JAX log routine INFO/WARNING lines through absl; the CLI shows its own progress instead."""
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("jax").setLevel(logging.ERROR)
+
+
+_quiet_libraries()
+
+err_console = Console(stderr=True)
+app = typer.Typer(
+    name="neo",
+    help="Train GPT-Neo-style language models on JAX, from one CPU to a TPU pod.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    """Attach every command group; each lives in its own module under neo/cli/."""
+    import importlib
+
+    for module_name in ("quickstart", "tokenizer", "data", "config", "layout", "train", "eval", "sample", "convert"):
+        try:
+            module = importlib.import_module(f"neo.cli.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"neo.cli.{module_name}":
+                continue  # a command group that is not built yet is absent, never a stub
+            raise
+        module.register(app)
+
+
+_register()
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI on `argv` and return its exit code (tests call this; `main` is the console script)."""
+    import click
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except NeoError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err_console.print("[red]aborted[/]")
+        return 130
+    except click.ClickException as exc:  # usage errors: click's own message, exit 2
+        exc.show()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err_console.print("[red]interrupted[/]")
+        return 130
+    return 0
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

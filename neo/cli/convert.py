@@ -1,0 +1,43 @@
+"""`neo convert`: Hugging Face GPT-Neo directories <-> neo run directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from neo.cli.common import out
+
+convert_app = typer.Typer(help="Convert checkpoints between neo and Hugging Face GPT-Neo.", no_args_is_help=True)
+
+
+@convert_app.command("from-hf")
+def from_hf(
+    hf_dir: Path = typer.Argument(..., help="A HF GPT-Neo directory: config.json, model.safetensors."),
+    run_dir: Path = typer.Argument(..., help="The neo run directory to create."),
+) -> None:
+    """Make a neo run directory from a Hugging Face GPT-Neo model (sample, eval, fine-tune it).
+
+    Example: neo convert from-hf ./gpt-neo-125M runs/neo125M
+    """
+    from neo.train.convert import from_hf_dir
+
+    out.print(f"wrote {from_hf_dir(hf_dir, run_dir)}")
+
+
+@convert_app.command("to-hf")
+def to_hf(
+    run_dir: Path = typer.Argument(..., help="A neo run directory."),
+    hf_dir: Path = typer.Argument(..., help="The HF directory to create."),
+) -> None:
+    """Export a run's latest parameters as a Hugging Face GPT-Neo model (transformers loads it).
+
+    Example: neo convert to-hf runs/small ./small-hf
+    """
+    from neo.train.convert import to_hf_dir
+
+    out.print(f"wrote {to_hf_dir(run_dir, hf_dir)}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(convert_app, name="convert", help="Convert between neo run directories and Hugging Face GPT-Neo.")

@@ -1,0 +1,75 @@
+"""`neo sample`: text generation from a run directory (or a Hugging Face GPT-Neo directory)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from neo.cli.common import err
+from neo.errors import DataError
+
+EXAMPLE = 'neo sample runs/tiny --prompt "The meaning of" --max-new-tokens 64 --temperature 0'
+
+
+def sample_command(
+    source: Path = typer.Argument(..., help="A run directory (from neo train / neo convert) or a HF GPT-Neo dir."),
+    prompt: str = typer.Option(None, "--prompt", help="Prompt text."),
+    prompt_file: Path = typer.Option(None, "--prompt-file", help="Read prompts from a file, one per line."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1),
+    temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="0 = greedy."),
+    top_k: int = typer.Option(0, "--top-k", min=0, help="Keep the k most likely tokens (0 = all)."),
+    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass (1 = off)."),
+    seed: int = typer.Option(0, "--seed"),
+    num_samples: int = typer.Option(1, "--num-samples", min=1),
+    stop_at_eos: bool = typer.Option(True, "--stop-at-eos/--no-stop-at-eos"),
+) -> None:
+    """Generate text. With --temperature 0 stdout is exactly the prompt followed by its greedy continuation.
+
+    Example: neo sample runs/tiny --prompt "The meaning of" --max-new-tokens 64 --temperature 0
+    """
+    from neo.train.sampling import load_for_sampling, sample_texts
+
+    if (prompt is None) == (prompt_file is None):
+        raise DataError("pass exactly one of --prompt TEXT or --prompt-file FILE")
+    if prompt_file is not None:
+        if not prompt_file.is_file():
+            raise DataError(f"--prompt-file {prompt_file} does not exist; pass a text file with one prompt per line")
+        prompts = [line for line in prompt_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        prompts = [prompt]
+    prompts = [p for p in prompts for _ in range(num_samples)]
+    loaded = load_for_sampling(source)
+    stream = len(prompts) == 1
+    if stream:
+        sys.stdout.write(prompts[0])
+        sys.stdout.flush()
+
+    def on_text(index: int, piece: str) -> None:
+        if stream:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+
+    texts = sample_texts(
+        loaded,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        stop_at_eos=stop_at_eos,
+        on_text=on_text,
+    )
+    if stream and sys.stdout.isatty():
+        sys.stdout.write("\n")  # for the terminal only: piped stdout stays exactly prompt + continuation
+    else:
+        for i, (p, t) in enumerate(zip(prompts, texts, strict=True)):
+            err.print(f"[dim]--- sample {i}[/]")
+            sys.stdout.write(p + t + "\n")
+    sys.stdout.flush()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sample", help=f"Generate text from a trained model. Example: {EXAMPLE}")(sample_command)

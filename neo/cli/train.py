@@ -1,0 +1,98 @@
+"""`neo train`: sharded training of a composed config into a run directory (resumes an existing one)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import TextColumn
+
+from neo.cli.common import err, out, progress
+
+EXAMPLE = "neo train model=tiny data.dir=data/mycorpus train.steps=200 --run-dir runs/tiny"
+
+
+def train_command(
+    overrides: list[str] = typer.Argument(None, help="Hydra overrides: model=, mesh=, data.dir=, train.steps=, ..."),
+    run_dir: Path = typer.Option(
+        None, "--run-dir", help="Run directory (default: train.run_dir). Resumes if it exists."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Compile the train step only; report per-device memory."),
+    coordinator: str = typer.Option(None, "--coordinator", help="Multi-host: host:port of process 0."),
+    num_processes: int = typer.Option(None, "--num-processes", help="Multi-host: number of processes."),
+    process_id: int = typer.Option(None, "--process-id", help="Multi-host: this process's index."),
+) -> None:
+    """Train a model, or resume the run in RUN_DIR.
+
+    Example: neo train model=tiny data.dir=data/mycorpus train.steps=200 --run-dir runs/tiny
+    """
+    from neo.config import compose
+    from neo.parallel.distributed import initialize
+
+    initialize(coordinator, num_processes, process_id)  # before any JAX work; a no-op for one process
+    overrides = list(overrides or [])
+    if run_dir is not None:
+        overrides.append(f"train.run_dir={run_dir}")
+    cfg = compose(overrides)
+    if dry_run:
+        from neo.train.dry_run import dry_run as do_dry_run
+
+        report = do_dry_run(cfg)
+        out.print(report.summary())
+        return
+    import jax
+
+    if jax.process_index() != 0:  # one progress line per job, from process 0
+        from neo.train.loop import train
+
+        train(cfg, Path(cfg.train.run_dir))
+        return
+    result = run_with_progress(cfg, Path(cfg.train.run_dir))
+    if result.stopped_by_signal:
+        err.print(f"[yellow]stopped at step {result.final_step} by a signal; checkpoint saved — rerun to resume[/]")
+    out.print(f"run {result.run_dir}: steps {result.start_step} → {result.final_step}")
+
+
+def run_with_progress(cfg, run_dir: Path):
+    """Run `neo.train.loop.train` with a live rich progress line (step, loss, tokens/s, MFU, ETA)."""
+    from neo.train.loop import Hooks, train
+
+    bar = progress(
+        TextColumn("loss [cyan]{task.fields[loss]}"),
+        TextColumn("{task.fields[tps]} tok/s"),
+        TextColumn("MFU {task.fields[mfu]}"),
+    )
+    task_id = None
+
+    def on_start(info: dict) -> None:
+        nonlocal task_id
+        err.print(
+            f"{info['n_params']:,} parameters on {info['devices']} device(s), mesh {info['mesh']}, "
+            f"{info['tokens_per_step']:,} tokens/step, starting at step {info['start_step']}"
+        )
+        task_id = bar.add_task("train", total=info["steps"], completed=info["start_step"], loss="-", tps="-", mfu="-")
+
+    def on_step(row: dict) -> None:
+        bar.update(
+            task_id,
+            completed=row["step"],
+            loss=f"{row['loss']:.4f}",
+            tps=f"{row['tokens_per_sec']:,.0f}",
+            mfu=f"{row['mfu']:.1%}",
+        )
+
+    def on_eval(row: dict) -> None:
+        extra = f", bits/byte {row['eval_bpb']:.3f}" if "eval_bpb" in row else ""
+        bar.console.print(f"step {row['step']}: eval loss {row['eval_loss']:.4f}, ppl {row['eval_ppl']:.2f}{extra}")
+
+    def on_checkpoint(info: dict) -> None:
+        bar.console.print(f"step {info['step']}: checkpoint saved")
+
+    with bar:
+        return train(
+            cfg, run_dir, Hooks(on_start=on_start, on_step=on_step, on_eval=on_eval, on_checkpoint=on_checkpoint)
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train", help=f"Train (or resume) a model. Example: {EXAMPLE}")(train_command)

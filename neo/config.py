@@ -1,0 +1,160 @@
+"""Compose the Hydra config tree under `neo/conf/` into one typed, validated `NeoConfig`.
+
+Each concern owns its dataclass (model, mesh, data, optimizer, train) and documents its keys there; this module only
+glues them together. The dataclasses are registered with Hydra's ConfigStore as the schema that the YAML files merge
+onto, so an unknown key or a value of the wrong type fails during composition, before any JAX work, and each
+dataclass's `validate()` then checks values and cross-field rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from neo.data.config import DataConfig
+from neo.errors import ConfigError
+from neo.model.config import ModelConfig
+from neo.parallel.config import MeshConfig
+from neo.train.config import OptimizerConfig, TrainConfig
+
+CONF_DIR = Path(__file__).parent / "conf"
+GROUPS = ("model", "mesh", "data", "optimizer")
+
+
+@dataclass
+class NeoConfig:
+    """Everything a run needs: one typed config per concern."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        for part in (self.model, self.mesh, self.data, self.optimizer, self.train):
+            part.validate()
+        if self.train.batch_size <= 0:
+            raise ConfigError(f"train.batch_size must be positive, got {self.train.batch_size}")
+
+
+def _register_schema() -> None:
+    store = ConfigStore.instance()
+    store.store(name="neo_schema", node=NeoConfig)
+
+
+def group_options(group: str) -> list[str]:
+    """The names a group accepts on the command line (`model=<name>`)."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _one_line(exc: Exception) -> str:
+    """Turn a Hydra/OmegaConf exception into one line that names the key and what is allowed."""
+    if isinstance(exc, OmegaConfBaseException):
+        key = getattr(exc, "full_key", None) or ""
+        msg = str(getattr(exc, "msg", None) or exc).splitlines()[0]
+        if "not in" in msg.lower() or ("missing" in msg.lower() and "key" in msg.lower()):
+            section, _, leaf = key.rpartition(".")
+            schema = _section_schema(section)
+            if schema is not None:
+                names = [f.name for f in dataclasses.fields(schema)]
+                close = difflib.get_close_matches(leaf, names, n=1)
+                hint = f" (did you mean {section}.{close[0]}?)" if close else ""
+                return f"unknown config key '{key}'{hint}; valid keys in {section}: {', '.join(names)}"
+        return f"bad value for config key '{key}': {msg}" if key else msg
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    for group in GROUPS:
+        if f"'{group}/" in text and "Could not find" in text:
+            return f"unknown {group} config; available {group}= options: {', '.join(group_options(group))}"
+    return text
+
+
+def _section_schema(section: str) -> type | None:
+    cls: Any = NeoConfig
+    for part in filter(None, section.split(".")):
+        fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        if part not in fields:
+            return None
+        cls = fields[part].type if not isinstance(fields[part].type, str) else _resolve(cls, part)
+    return cls if dataclasses.is_dataclass(cls) else None
+
+
+def _resolve(cls: type, name: str) -> Any:
+    import typing
+
+    return typing.get_type_hints(cls)[name]
+
+
+# Keys whose GPT-Neo values contain commas ("x:16,y:8", "batch:x,heads:y"), which Hydra's override grammar would
+# read as a list; we quote them so users can type them as GPT-Neo wrote them.
+_COMMA_STRING_KEYS = ("mesh.shape", "mesh.layout")
+
+
+def _quote_comma_strings(override: str) -> str:
+    key, sep, value = override.partition("=")
+    if sep and key.lstrip("+~") in _COMMA_STRING_KEYS and "," in value and value[:1] not in "'\"":
+        return f"{key}='{value}'"
+    return override
+
+
+def compose_dict(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:
+    """Compose the raw Hydra config (still an OmegaConf tree) from `neo/conf` and command-line overrides."""
+    overrides = [_quote_comma_strings(o) for o in overrides or []]
+    _register_schema()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            return hydra_compose(config_name=config_name, overrides=list(overrides or []))
+    except (HydraException, OmegaConfBaseException) as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else exc
+        raise ConfigError(_one_line(cause)) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def to_config(cfg: DictConfig) -> NeoConfig:
+    """Convert a composed tree to typed dataclasses and validate every section."""
+    try:
+        obj = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_one_line(exc)) from None
+    if not isinstance(obj, NeoConfig):
+        raise ConfigError("the composed config does not follow the neo schema; start from neo/conf/config.yaml")
+    obj.validate()
+    return obj
+
+
+def compose(overrides: list[str] | None = None) -> NeoConfig:
+    """Compose and validate: a typo fails here, in the first second, with the key's name."""
+    return to_config(compose_dict(overrides))
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> NeoConfig:
+    """Load a config snapshot (a run directory's `config.yaml`) back into typed form, with `key=value` overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no config file at {path}; pass a run directory written by `neo train`")
+    _register_schema()
+    try:
+        merged = OmegaConf.merge(
+            OmegaConf.structured(NeoConfig), OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides or []))
+        )
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{path}: {_one_line(exc)}") from None
+    return to_config(merged)  # type: ignore[arg-type]
+
+
+def to_yaml(config: NeoConfig) -> str:
+    """The config as YAML, for snapshots and `neo config show`."""
+    return OmegaConf.to_yaml(OmegaConf.structured(config))

@@ -1,0 +1,97 @@
+"""The dataset card, `DIR/dataset.yaml`: what `neo data encode` wrote, so training and `peek` never guess.
+
+It names the tokenizer (copied into DIR so a dataset is self-contained), its vocabulary size and special ids, the
+encoding mode, counts, and every shard with its record and token counts (the input pipeline uses those counts to
+skip whole epochs and shards on resume without reading them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from neo.errors import DataError
+
+CARD_FILE = "dataset.yaml"
+FORMAT = "neo-dataset/1"
+
+
+@dataclass
+class ShardInfo:
+    file: str  # file name inside the dataset directory
+    records: int
+    tokens: int
+    documents: int
+
+
+@dataclass
+class DatasetCard:
+    name: str
+    mode: str  # "documents" (one record per document + separator) or "chunks" (chunk_size+1 token slices)
+    tokenizer: str  # tokenizer.json inside the dataset directory
+    tokenizer_fingerprint: str
+    vocab_size: int
+    eos_id: int
+    pad_id: int | None
+    separator: list[int]
+    chunk_size: int | None
+    minimum_size: int
+    files_per: int
+    input_files: int = 0
+    skipped_files: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    documents: int = 0  # documents read from the inputs
+    documents_dropped: int = 0  # documents shorter than minimum_size (documents mode)
+    records: int = 0
+    tokens: int = 0  # tokens written, separators included
+    dropped_tokens: int = 0  # tokens read but not written (short documents; a final chunk remainder)
+    bytes_per_token: float = 0.0  # UTF-8 bytes of text per token, for bits-per-byte metrics
+    min_record_tokens: int = 0
+    max_record_tokens: int = 0
+    shards: list[ShardInfo] = field(default_factory=list)
+    format: str = FORMAT
+
+    def shard_paths(self, directory: str | Path) -> list[str]:
+        return [str(Path(directory) / s.file) for s in self.shards]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def write_card(directory: str | Path, card: DatasetCard) -> Path:
+    """Write the card atomically (temp file then rename)."""
+    directory = Path(directory)
+    target = directory / CARD_FILE
+    fd, tmp = tempfile.mkstemp(prefix=".dataset.", suffix=".tmp", dir=directory)
+    with os.fdopen(fd, "w") as fh:
+        yaml.safe_dump(card.to_dict(), fh, sort_keys=False)
+    os.replace(tmp, target)
+    return target
+
+
+def dataset_card(directory: str | Path) -> DatasetCard:
+    """Read `directory/dataset.yaml`; a missing or foreign card is a DataError that says what to run."""
+    directory = Path(directory)
+    path = directory / CARD_FILE
+    if not path.is_file():
+        raise DataError(f"{directory} has no {CARD_FILE}; write a dataset there with `neo data encode ... --out DIR`")
+    try:
+        raw = yaml.safe_load(path.read_text())
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise TypeError("unknown format")
+        raw["shards"] = [ShardInfo(**s) for s in raw.get("shards", [])]
+        card = DatasetCard(**raw)
+    except (yaml.YAMLError, TypeError) as exc:
+        raise DataError(
+            f"{path} is not a neo dataset card ({exc}); re-run `neo data encode` into that directory"
+        ) from None
+    missing = [s.file for s in card.shards if not (directory / s.file).is_file()]
+    if missing:
+        raise DataError(f"{directory} is missing shard {missing[0]}; re-run the same `neo data encode` to finish it")
+    return card

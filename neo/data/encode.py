@@ -1,0 +1,432 @@
+"""Encode a text corpus into TFRecord shards plus a dataset card.
+
+Layout of the work: one reader (this process) streams documents in a fixed order and cuts them into batches; the
+batches are tokenized in order, either here (one worker: `tokenizers` already uses every core for a batch) or by a
+pool of processes; this process writes the records. Shards are defined by the document stream itself (shard k holds
+documents k·files_per … (k+1)·files_per − 1), so the output is identical whatever the worker count.
+
+Modes:
+- `documents`: one record per document, followed by the separator; documents shorter than `minimum_size` tokens are
+  dropped and counted.
+- `chunks`: the documents (each followed by the separator) form one token stream, cut into records of exactly
+  `chunk_size + 1` tokens; tails carry across documents, files and shards. Only the final remainder is special: it is
+  written as a shorter last record if it holds at least `minimum_size` tokens, and counted as dropped otherwise.
+
+Resuming: a shard is written under a temporary name with its state (counts, and in chunks mode the carried tail)
+saved beside it before the rename; a re-run with the same settings re-reads the input but skips the tokenization
+and writing of finished shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import queue
+import shutil
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from neo.data.card import CARD_FILE, DatasetCard, ShardInfo, write_card
+from neo.data.corpus import CorpusStats, iter_documents, resolve_inputs
+from neo.data.tfrecord import ShardWriter
+from neo.data.tokenizer import TOKENIZER_FILE, copy_tokenizer, eos_id, fingerprint, load_tokenizer, pad_id
+from neo.errors import DataError
+
+MODES = ("documents", "chunks")
+STATE_DIR = ".neo-encode"
+BATCH_DOCS = 1024  # documents per tokenizer call at most
+BATCH_CHARS = 8 << 20  # ... or about this many characters, whichever comes first (bounds memory per batch)
+
+
+@dataclass
+class EncodeProgress:
+    """Counts reported after each batch, for progress bars."""
+
+    files_done: int
+    files_total: int
+    documents: int
+    tokens: int
+    shards_done: int
+
+
+@dataclass
+class _ShardState:
+    """What a finished shard contributed; saved next to the shard so a resumed run can skip it."""
+
+    file: str
+    documents: int = 0
+    records: int = 0
+    tokens: int = 0
+    doc_tokens: int = 0
+    text_bytes: int = 0
+    documents_dropped: int = 0
+    dropped_tokens: int = 0
+    min_len: int = 0
+    max_len: int = 0
+    carry: list[int] = field(default_factory=list)  # chunks mode: the tail that continues into the next shard
+    final: bool = False
+
+
+def shard_name(name: str, index: int) -> str:
+    return f"{name}_{index:05d}.tfrecords"
+
+
+# ---------------------------------------------------------------- tokenization (in-process or in worker processes)
+
+_worker_tok: Tokenizer | None = None
+
+
+def _init_worker(tok_json: str) -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker process; the pool provides parallelism
+    global _worker_tok
+    _worker_tok = Tokenizer.from_str(tok_json)
+
+
+def _tokenize(tok: Tokenizer, docs: list[str]) -> tuple[list[np.ndarray], int]:
+    encs = tok.encode_batch_fast(docs, add_special_tokens=False)
+    nbytes = sum(len(d.encode("utf-8")) for d in docs)
+    return [np.asarray(e.ids, dtype=np.int32) for e in encs], nbytes
+
+
+def _tokenize_in_worker(docs: list[str]) -> tuple[list[np.ndarray], int]:
+    assert _worker_tok is not None
+    return _tokenize(_worker_tok, docs)
+
+
+def _prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Run `items` in a background thread, a few ahead: reading and decompressing overlap with tokenization, which
+    releases the GIL."""
+    q: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((True, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((False, None))
+        except BaseException as exc:  # re-raised in the consumer
+            q.put((False, exc))
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+# ---------------------------------------------------------------- output directory and resume state
+
+
+def _settings(files: list[Path], tok: Tokenizer, **options: Any) -> dict[str, Any]:
+    inputs = []
+    for p in files:
+        st = p.stat()
+        inputs.append([str(p.resolve()), st.st_size, int(st.st_mtime)])
+    digest = hashlib.sha256(json.dumps(inputs).encode()).hexdigest()[:16]
+    return {"inputs": digest, "tokenizer": fingerprint(tok), **options}
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(obj, fh)
+    os.replace(tmp, path)
+
+
+def _prepare_out(out: Path, settings: dict[str, Any], name: str, force: bool) -> Path:
+    """Create or reuse `out`; refuse a non-empty directory holding anything but this same encode."""
+    state_dir = out / STATE_DIR
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out} exists and is not a directory; pass a directory path to --out")
+    if out.is_dir() and any(out.iterdir()):
+        settings_file = state_dir / "settings.json"
+        same = settings_file.is_file() and json.loads(settings_file.read_text()) == settings
+        if not same and not force:
+            raise DataError(
+                f"{out} is not empty and holds no unfinished encode with these inputs and settings; "
+                "pass a new --out directory or --force to replace its dataset"
+            )
+        if not same:  # --force: remove what an encode writes, nothing else
+            shutil.rmtree(state_dir, ignore_errors=True)
+            for p in out.iterdir():
+                if p.suffix == ".tfrecords" or p.name in (CARD_FILE, TOKENIZER_FILE) or p.name.endswith(".tmp"):
+                    p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    for p in out.glob(".*.tmp"):  # half-written shards of an interrupted run
+        p.unlink()
+    state_dir.mkdir(exist_ok=True)
+    _atomic_json(state_dir / "settings.json", settings)
+    return state_dir
+
+
+def _finished_shards(out: Path, state_dir: Path, name: str) -> list[_ShardState]:
+    """The finished prefix of shards: each has its final file and its saved state."""
+    done: list[_ShardState] = []
+    while True:
+        fname = shard_name(name, len(done))
+        state_file = state_dir / f"{fname}.json"
+        if not (out / fname).is_file() or not state_file.is_file():
+            return done
+        done.append(_ShardState(**json.loads(state_file.read_text())))
+
+
+# ---------------------------------------------------------------- the writer
+
+
+class _Writer:
+    """Turns tokenized documents into records, shard by shard, in stream order."""
+
+    def __init__(
+        self,
+        out: Path,
+        state_dir: Path,
+        name: str,
+        mode: str,
+        chunk_size: int,
+        separator: np.ndarray,
+        minimum_size: int,
+        carry: list[int],
+    ) -> None:
+        self.out, self.state_dir, self.name, self.mode = out, state_dir, name, mode
+        self.record_len = chunk_size + 1
+        self.separator = separator
+        self.minimum_size = minimum_size
+        self.parts: list[np.ndarray] = [np.asarray(carry, dtype=np.int32)] if carry else []
+        self.buffered = len(carry)
+        self.shard: _ShardState | None = None
+        self.index = -1
+        self.writer: ShardWriter | None = None
+        self.written: list[_ShardState] = []
+
+    def _record(self, tokens: np.ndarray) -> None:
+        assert self.writer is not None and self.shard is not None
+        self.writer.write(tokens)
+        s, n = self.shard, len(tokens)
+        s.min_len = n if s.records == 0 else min(s.min_len, n)
+        s.max_len = max(s.max_len, n)
+        s.records += 1
+        s.tokens += n
+
+    def open(self, index: int) -> None:
+        self.index = index
+        fname = shard_name(self.name, index)
+        self.shard = _ShardState(file=fname)
+        self.writer = ShardWriter(self.out / fname)
+
+    def add(self, docs: list[np.ndarray], text_bytes: int) -> None:
+        assert self.shard is not None
+        s = self.shard
+        s.text_bytes += text_bytes
+        for ids in docs:
+            s.documents += 1
+            s.doc_tokens += len(ids)
+            if self.mode == "documents":
+                if len(ids) < self.minimum_size:
+                    s.documents_dropped += 1
+                    s.dropped_tokens += len(ids)
+                    continue
+                self._record(np.concatenate([ids, self.separator]))
+            else:
+                self.parts += [ids, self.separator]
+                self.buffered += len(ids) + len(self.separator)
+        if self.mode == "chunks" and self.buffered >= self.record_len:
+            stream = np.concatenate(self.parts)
+            full = len(stream) // self.record_len * self.record_len
+            for start in range(0, full, self.record_len):
+                self._record(stream[start : start + self.record_len])
+            rest = stream[full:]
+            self.parts, self.buffered = [rest], len(rest)
+
+    def commit(self, final: bool) -> None:
+        assert self.writer is not None and self.shard is not None
+        s = self.shard
+        if self.mode == "chunks":
+            rest = np.concatenate(self.parts) if self.parts else np.zeros(0, np.int32)
+            if final:
+                if len(rest) >= self.minimum_size:
+                    self._record(rest)
+                else:
+                    s.dropped_tokens += len(rest)
+                rest = rest[:0]
+            s.carry = rest.tolist()
+        s.final = final
+        _atomic_json(self.state_dir / f"{s.file}.json", asdict(s))  # state first: the rename marks completion
+        self.writer.commit()
+        self.written.append(s)
+        self.writer = None
+        self.shard = None
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+
+
+# ---------------------------------------------------------------- the entry point
+
+
+def encode_dataset(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    tokenizer: str | Path,
+    *,
+    mode: str = "documents",
+    name: str = "data",
+    chunk_size: int = 2048,
+    separator: Sequence[int] | None = None,
+    minimum_size: int = 1,
+    files_per: int = 10_000,
+    workers: int = 1,
+    force: bool = False,
+    progress: Callable[[EncodeProgress], None] | None = None,
+) -> DatasetCard:
+    """Encode `inputs` into `out_dir` (TFRecord shards, `tokenizer.json`, `dataset.yaml`) and return the card.
+
+    `files_per` is the number of input documents per output shard (GPT-Neo's `--files_per`).
+    """
+    if mode not in MODES:
+        raise DataError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    for flag, value in (
+        ("--chunk-size", chunk_size),
+        ("--minimum-size", minimum_size),
+        ("--files-per", files_per),
+        ("--workers", workers),
+    ):
+        if value < 1:
+            raise DataError(f"{flag} must be at least 1, got {value}")
+    if not name or "/" in name or name.startswith("."):
+        raise DataError(f"--name must be a plain file-name prefix, got {name!r}")
+    tok = load_tokenizer(tokenizer)
+    vocab = tok.get_vocab_size()
+    sep = list(separator) if separator else [eos_id(tok)]
+    bad = [i for i in sep if not 0 <= i < vocab]
+    if bad:
+        raise DataError(f"--separator id {bad[0]} is outside the tokenizer's vocabulary [0, {vocab})")
+    files = resolve_inputs(inputs)
+    out = Path(out_dir)
+    options = dict(
+        mode=mode, name=name, chunk_size=chunk_size, separator=sep, minimum_size=minimum_size, files_per=files_per
+    )
+    state_dir = _prepare_out(out, _settings(files, tok, **options), name, force)
+    copy_tokenizer(tok, out)
+    done = _finished_shards(out, state_dir, name)
+    skip_docs = sum(s.documents for s in done)
+
+    stats = CorpusStats()
+
+    def batches() -> Iterator[tuple[int, list[str]]]:
+        """(shard index, documents) in stream order; a batch never spans two shards."""
+        batch: list[str] = []
+        chars = 0
+        shard = 0
+        for i, doc in enumerate(iter_documents(files, stats)):
+            if i < skip_docs:
+                continue
+            if batch and (i // files_per != shard or len(batch) >= BATCH_DOCS or chars >= BATCH_CHARS):
+                yield shard, batch
+                batch, chars = [], 0
+            shard = i // files_per
+            batch.append(doc)
+            chars += len(doc)
+        if batch:
+            yield shard, batch
+
+    def tokenized() -> Iterator[tuple[int, list[np.ndarray], int]]:
+        if workers == 1:
+            for shard, docs in _prefetch(batches()):
+                yield shard, *_tokenize(tok, docs)
+            return
+        ctx = mp.get_context("spawn")  # fork after tokenizers' thread pool started is unsafe
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(tok.to_str(),)) as pool:
+            pending: deque[tuple[int, Any]] = deque()
+            for shard, docs in batches():
+                pending.append((shard, pool.apply_async(_tokenize_in_worker, (docs,))))
+                if len(pending) >= 2 * workers:  # bounded: never read far ahead of the writer
+                    s, res = pending.popleft()
+                    yield s, *res.get()
+            while pending:
+                s, res = pending.popleft()
+                yield s, *res.get()
+
+    carry = done[-1].carry if done else []
+    writer = _Writer(out, state_dir, name, mode, chunk_size, np.asarray(sep, np.int32), minimum_size, carry)
+    n_docs = skip_docs
+    n_tokens = sum(s.doc_tokens for s in done)
+    already_final = bool(done) and done[-1].final
+    try:
+        for shard, docs, nbytes in tokenized():
+            if already_final:
+                raise DataError(f"{out} holds a finished encode that ends before these inputs do; pass --force")
+            if shard != writer.index:
+                if writer.shard is not None:
+                    writer.commit(final=False)
+                writer.open(shard)
+            writer.add(docs, nbytes)
+            n_docs += len(docs)
+            n_tokens += sum(len(d) for d in docs)
+            if progress is not None:
+                progress(EncodeProgress(stats.files, len(files), n_docs, n_tokens, len(done) + len(writer.written)))
+        if writer.shard is not None:
+            writer.commit(final=True)
+    except BaseException:
+        writer.abort()
+        raise
+    shards = done + writer.written
+    if not shards or stats.documents == 0:
+        raise DataError(f"no readable documents in the inputs ({len(stats.skipped)} files skipped); check the files")
+    if not shards[-1].final:  # the stream ended exactly where an earlier (interrupted) run stopped
+        raise DataError(f"{out} holds an interrupted encode that does not match these inputs; pass --force")
+
+    doc_tokens = sum(s.doc_tokens for s in shards)
+    nonempty = [s for s in shards if s.records]
+    card = DatasetCard(
+        name=name,
+        mode=mode,
+        tokenizer=TOKENIZER_FILE,
+        tokenizer_fingerprint=fingerprint(tok),
+        vocab_size=vocab,
+        eos_id=eos_id(tok),
+        pad_id=pad_id(tok),
+        separator=sep,
+        chunk_size=chunk_size if mode == "chunks" else None,
+        minimum_size=minimum_size,
+        files_per=files_per,
+        input_files=len(files),
+        skipped_files=len(stats.skipped),
+        skipped=[{"path": s.path, "reason": s.reason} for s in stats.skipped],
+        documents=sum(s.documents for s in shards),
+        documents_dropped=sum(s.documents_dropped for s in shards),
+        records=sum(s.records for s in shards),
+        tokens=sum(s.tokens for s in shards),
+        dropped_tokens=sum(s.dropped_tokens for s in shards),
+        bytes_per_token=round(sum(s.text_bytes for s in shards) / doc_tokens, 4) if doc_tokens else 0.0,
+        min_record_tokens=min((s.min_len for s in nonempty), default=0),
+        max_record_tokens=max((s.max_len for s in nonempty), default=0),
+        shards=[ShardInfo(file=s.file, records=s.records, tokens=s.tokens, documents=s.documents) for s in shards],
+    )
+    write_card(out, card)
+    return card

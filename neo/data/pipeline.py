@@ -1,0 +1,437 @@
+"""The training input pipeline: token batches as a pure function of (seed, step, host).
+
+tf.data reads and parses the TFRecords; numpy does the rest (sampling, mixing, masking), because every choice here
+must be reproducible from the step number alone: restarting at step k yields exactly the batches an uninterrupted run
+yields from step k on, without storing any iterator state in the checkpoint.
+
+How that works:
+- Each dataset is an endless sequence of samples, epoch after epoch. Epoch lengths come from the dataset card, so a
+  restart jumps to the right epoch for free and skips records (cheap: raw TFRecord reads, no parsing) inside it.
+- Mixing draws which dataset fills each batch slot from an RNG keyed on (seed, host, block of steps), so the number
+  of samples each dataset has served before step k is a count over those draws, not a replay.
+- Random choices (document order, random windows, masks) are keyed on (seed, dataset, epoch, index) the same way.
+- Each host reads its own disjoint part: whole shards when there are at least as many shards as hosts, otherwise
+  every host_count-th record (the original crashed with fewer files than processes).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from neo.data.card import DatasetCard, dataset_card
+from neo.data.config import DataConfig, DatasetConfig
+from neo.data.tfrecord import FEATURE, tensorflow
+from neo.errors import ConfigError, DataError
+
+__all__ = [
+    "MlmBatch",
+    "MlmOptions",
+    "check_data",
+    "dataset_card",
+    "eval_batches",
+    "mask_tokens",
+    "mlm_train_batches",
+    "train_batches",
+]
+
+_CACHE_TOKENS = 1 << 22  # datasets up to this many tokens (16 MiB) stay in memory after their first epoch
+_MIX_BLOCK = 1024  # steps whose dataset choices come from one RNG draw
+_MIX_SALT, _MLM_SALT, _ORDER_SALT, _WINDOW_SALT = 0x5EED, 0x4D4C4D, 0x0D0C, 0x71D0
+
+
+def _records(files: list[str], skip: int, host_index: int, host_count: int) -> Iterator[np.ndarray]:
+    """Token records of `files` in order, after skipping `skip` of this host's records (without parsing them)."""
+    tf = tensorflow()
+    ds = tf.data.TFRecordDataset(files)
+    if host_count > 1:
+        ds = ds.shard(host_count, host_index)
+    if skip:
+        ds = ds.skip(skip)
+    spec = {FEATURE: tf.io.RaggedFeature(tf.int64)}
+    ds = ds.map(lambda x: tf.io.parse_single_example(x, spec)[FEATURE], num_parallel_calls=4, deterministic=True)
+    for rec in ds.prefetch(64).as_numpy_iterator():
+        yield rec.astype(np.int32)
+
+
+@dataclass
+class _Source:
+    """One dataset as seen by one host: an endless, seekable sequence of samples of `length` tokens."""
+
+    card: DatasetCard
+    files: list[str]
+    host_index: int  # record-level sharding when the host has to share shards, else 0
+    host_count: int  # 1 when this host owns whole shards
+    records: int  # this host's records per epoch
+    tokens: int | None  # this host's tokens per epoch (None: only known by reading)
+    mode: str
+    length: int
+    stitch: int
+    shuffle_buffer: int
+    seed: int
+    index: int  # position among the mixed datasets, part of every RNG key
+    cache: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    def _read(self, files: list[str], skip: int) -> Iterator[np.ndarray]:
+        """This host's records of `files` after `skip`; small datasets are read once and kept (bounded memory)."""
+        if self.card.tokens > _CACHE_TOKENS:
+            yield from _records(files, skip, self.host_index, self.host_count)
+            return
+        if self.host_count > 1:  # record-level sharding: `files` is always the full list, in order
+            files = ["*"]
+            if "*" not in self.cache:
+                self.cache["*"] = list(_records(self.files, 0, self.host_index, self.host_count))
+        for f in files:
+            if f not in self.cache:
+                self.cache[f] = list(_records([f], 0, 0, 1))
+        yield from itertools.islice(itertools.chain.from_iterable(self.cache[f] for f in files), skip, None)
+
+    def samples_per_epoch(self) -> int:
+        if self.mode == "chunks":
+            assert self.tokens is not None
+            return self.tokens // self.length
+        return self.records // self.stitch
+
+    def _fixed_records(self) -> bool:
+        """Chunks-mode datasets have records of chunk_size+1 tokens (the very last may be shorter)."""
+        return self.card.mode == "chunks" and self.card.chunk_size is not None
+
+    # -- chunks: the host's token stream of one epoch, cut into `length` slices in order
+    def _chunk_epoch(self, first: int) -> Iterator[np.ndarray]:
+        n = self.samples_per_epoch()
+        start = first * self.length
+        if self._fixed_records():
+            rec_len = self.card.chunk_size + 1  # type: ignore[operator]
+            skip, drop = divmod(start, rec_len)
+        else:  # variable-length records: find the record holding token `start` by reading lengths
+            skip, drop = 0, start
+        records = self._read(self.files, skip)
+        buf = np.zeros(0, np.int32)
+        produced = first
+        for rec in records:
+            if drop >= len(rec):
+                drop -= len(rec)
+                continue
+            if drop:
+                rec, drop = rec[drop:], 0
+            buf = np.concatenate([buf, rec]) if buf.size else rec
+            while len(buf) >= self.length and produced < n:
+                yield buf[: self.length]
+                buf = buf[self.length :]
+                produced += 1
+            if produced >= n:
+                return
+
+    # -- documents: records in a per-epoch shuffled order, `stitch` of them per sample
+    def _document_epoch(self, epoch: int, first: int) -> Iterator[np.ndarray]:
+        n = self.samples_per_epoch()
+        rng = np.random.default_rng([self.seed, _ORDER_SALT, self.index, epoch])
+        files = [self.files[i] for i in rng.permutation(len(self.files))] if self.host_count == 1 else self.files
+        block = self.shuffle_buffer
+        first_record = first * self.stitch
+        block_no, drop = divmod(first_record, block)
+        records = self._read(files, block_no * block)
+        group: list[np.ndarray] = []
+        sample = first
+        while sample < n:
+            chunk = [r for _, r in zip(range(block), records, strict=False)]
+            if not chunk:
+                return
+            if block > 1:
+                order = np.random.default_rng([self.seed, _ORDER_SALT, self.index, epoch, block_no]).permutation(
+                    len(chunk)
+                )
+                chunk = [chunk[i] for i in order]
+            block_no += 1
+            for rec in chunk[drop:]:
+                group.append(rec)
+                if len(group) < self.stitch:
+                    continue
+                tokens = np.concatenate(group) if self.stitch > 1 else group[0]
+                group = []
+                if self.mode == "documents_fixed":
+                    yield tokens[: self.length]
+                else:
+                    r = np.random.default_rng([self.seed, _WINDOW_SALT, self.index, epoch, sample])
+                    offset = int(r.integers(0, len(tokens) - self.length + 1))
+                    yield tokens[offset : offset + self.length]
+                sample += 1
+                if sample >= n:
+                    return
+            drop = 0
+
+    def samples(self, start: int) -> Iterator[np.ndarray]:
+        """Samples number start, start+1, … of this host's endless stream."""
+        per_epoch = self.samples_per_epoch()
+        epoch, first = divmod(start, per_epoch)
+        while True:
+            it = self._chunk_epoch(first) if self.mode == "chunks" else self._document_epoch(epoch, first)
+            for sample in it:
+                if len(sample) != self.length:
+                    raise DataError(f"{self.card.name}: a sample came out {len(sample)} tokens long; re-encode it")
+                yield sample
+            epoch, first = epoch + 1, 0
+
+
+def _host_part(card: DatasetCard, directory: str, host_index: int, host_count: int) -> tuple[list[str], int, int, int]:
+    """(files, record-shard index, record-shard count, records) of this host: whole shards when there are enough."""
+    paths = card.shard_paths(directory)
+    if len(paths) >= host_count:
+        mine = list(range(host_index, len(paths), host_count))
+        return [paths[i] for i in mine], 0, 1, sum(card.shards[i].records for i in mine)
+    records = len(range(host_index, card.records, host_count))
+    return paths, host_index, host_count, records
+
+
+def _host_tokens(source_files: list[str], card: DatasetCard, directory: str, host_index: int, host_count: int) -> int:
+    if host_count == 1:
+        names = {Path(f).name for f in source_files}
+        return sum(s.tokens for s in card.shards if s.file in names)
+    return sum(len(r) for r in _records(source_files, 0, host_index, host_count))  # small: fewer shards than hosts
+
+
+def _source(
+    ds: DatasetConfig,
+    index: int,
+    *,
+    length: int,
+    stitch: int,
+    shuffle_buffer: int,
+    seed: int,
+    host_index: int,
+    host_count: int,
+) -> _Source:
+    card = dataset_card(ds.dir)
+    files, h_index, h_count, records = _host_part(card, ds.dir, host_index, host_count)
+    if ds.mode != "chunks" and card.records and stitch * card.min_record_tokens < length:
+        need = -(-length // max(card.min_record_tokens, 1))
+        raise ConfigError(
+            f"data.stitch={stitch} × shortest record {card.min_record_tokens} tokens in {ds.dir} < n_ctx+1={length}; "
+            f"set data.stitch={need} or more, or re-encode with --minimum-size {-(-length // stitch)}"
+        )
+    tokens = _host_tokens(files, card, ds.dir, h_index, h_count) if ds.mode == "chunks" else None
+    src = _Source(card, files, h_index, h_count, records, tokens, ds.mode, length, stitch, shuffle_buffer, seed, index)
+    if src.samples_per_epoch() < 1:
+        raise DataError(
+            f"{ds.dir} gives host {host_index} no {ds.mode} sample of n_ctx+1={length} tokens; "
+            "encode more text or use fewer hosts"
+        )
+    return src
+
+
+def check_data(cfg: DataConfig, *, n_ctx: int, vocab_size: int | None = None, host_count: int = 1) -> None:
+    """Check every precondition before training starts: datasets exist, sample lengths fit, ids fit the model."""
+    cfg.validate()
+    cfg.require_train()
+    for i, ds in enumerate(cfg.train_datasets()):
+        src = _source(
+            ds,
+            i,
+            length=n_ctx + 1,
+            stitch=cfg.stitch,
+            shuffle_buffer=cfg.shuffle_buffer,
+            seed=0,
+            host_index=host_count - 1,
+            host_count=host_count,
+        )
+        if vocab_size is not None and src.card.vocab_size > vocab_size:
+            raise ConfigError(
+                f"{ds.dir} was encoded with a {src.card.vocab_size}-token vocabulary but model.n_vocab={vocab_size}; "
+                f"set model.n_vocab to at least {src.card.vocab_size}"
+            )
+
+
+def _mix_choices(block: int, seed: int, host_index: int, weights: np.ndarray, per_host: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, _MIX_SALT, host_index, block])
+    return rng.choice(len(weights), size=(_MIX_BLOCK, per_host), p=weights)
+
+
+def _per_host(batch_size: int, host_count: int, host_index: int) -> int:
+    if host_count < 1 or not 0 <= host_index < host_count:
+        raise ConfigError(f"host_index {host_index} is not in [0, {host_count})")
+    if batch_size % host_count:
+        raise ConfigError(f"train.batch_size={batch_size} must be a multiple of the host count {host_count}")
+    return batch_size // host_count
+
+
+def train_batches(
+    cfg: DataConfig,
+    *,
+    n_ctx: int,
+    batch_size: int,
+    seed: int,
+    start_step: int = 0,
+    host_index: int = 0,
+    host_count: int = 1,
+) -> Iterator[np.ndarray]:
+    """Endless int32 batches [batch_size // host_count, n_ctx + 1] for this host, starting at `start_step`."""
+    cfg.validate()
+    cfg.require_train()
+    per_host = _per_host(batch_size, host_count, host_index)
+    datasets = cfg.train_datasets()
+    sources = [
+        _source(
+            ds,
+            i,
+            length=n_ctx + 1,
+            stitch=cfg.stitch,
+            shuffle_buffer=cfg.shuffle_buffer,
+            seed=seed,
+            host_index=host_index,
+            host_count=host_count,
+        )
+        for i, ds in enumerate(datasets)
+    ]
+    weights = np.array([d.weight for d in datasets], dtype=np.float64)
+    weights /= weights.sum()
+    start_block, start_row = divmod(start_step, _MIX_BLOCK)
+    consumed = np.zeros(len(sources), dtype=np.int64)  # samples each dataset served before start_step
+    if len(sources) > 1:
+        for block in range(start_block):
+            consumed += np.bincount(
+                _mix_choices(block, seed, host_index, weights, per_host).ravel(), minlength=len(sources)
+            )
+        head = _mix_choices(start_block, seed, host_index, weights, per_host)[:start_row]
+        consumed += np.bincount(head.ravel(), minlength=len(sources))
+    else:
+        consumed[0] = start_step * per_host
+    streams = [src.samples(int(c)) for src, c in zip(sources, consumed, strict=True)]
+    block = start_block
+    while True:
+        choices = (
+            _mix_choices(block, seed, host_index, weights, per_host)
+            if len(sources) > 1
+            else np.zeros((_MIX_BLOCK, per_host), dtype=np.int64)
+        )
+        for row in choices[start_row if block == start_block else 0 :]:
+            yield np.stack([next(streams[c]) for c in row])
+        block += 1
+
+
+def eval_batches(
+    cfg: DataConfig, *, n_ctx: int, batch_size: int, host_index: int = 0, host_count: int = 1
+) -> Iterator[np.ndarray]:
+    """The eval set (data.eval_dir) as full int32 batches [batch_size // host_count, n_ctx + 1], in order.
+
+    Finite and identical on every call: the token stream cut into n_ctx+1 slices (the trainer takes eval_steps).
+    """
+    if not cfg.eval_dir:
+        raise ConfigError("data.eval_dir is empty; pass data.eval_dir=DIR (a held-out dataset from `neo data encode`)")
+    per_host = _per_host(batch_size, host_count, host_index)
+    card = dataset_card(cfg.eval_dir)
+    files, h_index, h_count, records = _host_part(card, cfg.eval_dir, host_index, host_count)
+    src = _Source(
+        card,
+        files,
+        h_index,
+        h_count,
+        records,
+        _host_tokens(files, card, cfg.eval_dir, h_index, h_count),
+        "chunks",
+        n_ctx + 1,
+        1,
+        1,
+        0,
+        0,
+    )
+    n_batches = src.samples_per_epoch() // per_host
+    if n_batches == 0:
+        raise DataError(f"{cfg.eval_dir} holds less than one eval batch for host {host_index}; encode more eval text")
+    samples = src._chunk_epoch(0)
+    for _ in range(n_batches):
+        yield np.stack([next(samples) for _ in range(per_host)])
+
+
+# ---------------------------------------------------------------- masked-LM stage
+
+
+@dataclass(frozen=True)
+class MlmOptions:
+    """The masking stage's options: GPT-Neo's `mlm_*` keys, which live (and are documented) in the model config."""
+
+    mask_id: int
+    mask_prob: float = 0.15
+    same_token_prob: float = 0.10
+    random_token_prob: float = 0.10
+    cls_token_id: int = -1  # < 0: none
+    mask_ignore_ids: tuple[int, ...] = ()
+
+    @classmethod
+    def from_model(cls, model: Any) -> MlmOptions:
+        """Read `model.mlm_*` from a ModelConfig (duck-typed: neo.data does not import the model package)."""
+        return cls(
+            mask_id=model.mlm_mask_id,
+            mask_prob=model.mlm_mask_prob,
+            same_token_prob=model.mlm_same_token_prob,
+            random_token_prob=model.mlm_random_token_prob,
+            cls_token_id=model.mlm_cls_token_id,
+            mask_ignore_ids=tuple(model.mlm_mask_ignore_ids),
+        )
+
+
+class MlmBatch(NamedTuple):
+    inputs: np.ndarray  # int32 tokens with the selected positions masked / replaced / kept
+    labels: np.ndarray  # int32: the original token at selected positions, IGNORE elsewhere
+    mask: np.ndarray  # bool: the selected positions (the only ones the loss counts)
+
+
+IGNORE = -1
+
+
+def mask_tokens(tokens: np.ndarray, mlm: MlmOptions, vocab_size: int, rng: np.random.Generator) -> MlmBatch:
+    """BERT-style masking with GPT-Neo's mlm_* options; labels hold the originals where masked (not inverted).
+
+    Of the selected positions, `same_token_prob` keep their token, `random_token_prob` get a uniformly random id and
+    the rest get `mask_id`. With a cls token, it is prepended (the last token drops off) and never selected.
+    """
+    if not 0 <= mlm.mask_id < vocab_size:
+        raise ConfigError(f"model.mlm_mask_id={mlm.mask_id} must be a token id in [0, {vocab_size})")
+    tokens = np.asarray(tokens, dtype=np.int32)
+    has_cls = mlm.cls_token_id >= 0
+    if has_cls:
+        cls_col = np.full((*tokens.shape[:-1], 1), mlm.cls_token_id, np.int32)
+        tokens = np.concatenate([cls_col, tokens[..., :-1]], axis=-1)
+    maskable = ~np.isin(tokens, np.asarray(mlm.mask_ignore_ids, dtype=np.int32))
+    if has_cls:
+        maskable[..., 0] = False
+    selected = (rng.random(tokens.shape) < mlm.mask_prob) & maskable
+    action = rng.random(tokens.shape)
+    keep = action < mlm.same_token_prob
+    randomize = (action >= mlm.same_token_prob) & (action < mlm.same_token_prob + mlm.random_token_prob)
+    random_ids = rng.integers(0, vocab_size, size=tokens.shape, dtype=np.int32)
+    inputs = np.where(selected & randomize, random_ids, tokens)
+    inputs = np.where(selected & ~keep & ~randomize, np.int32(mlm.mask_id), inputs).astype(np.int32)
+    labels = np.where(selected, tokens, np.int32(IGNORE)).astype(np.int32)
+    return MlmBatch(inputs, labels, selected)
+
+
+def mlm_train_batches(
+    cfg: DataConfig,
+    *,
+    mlm: MlmOptions,
+    n_ctx: int,
+    batch_size: int,
+    seed: int,
+    vocab_size: int,
+    start_step: int = 0,
+    host_index: int = 0,
+    host_count: int = 1,
+) -> Iterator[MlmBatch]:
+    """`train_batches` followed by the masking stage; masks are keyed on (seed, host, step), so resume is exact."""
+    batches = train_batches(
+        cfg,
+        n_ctx=n_ctx,
+        batch_size=batch_size,
+        seed=seed,
+        start_step=start_step,
+        host_index=host_index,
+        host_count=host_count,
+    )
+    for step, batch in enumerate(batches, start_step):
+        rng = np.random.default_rng([seed, _MLM_SALT, host_index, step])
+        yield mask_tokens(batch, mlm, vocab_size, rng)

@@ -1,0 +1,74 @@
+"""Shared pieces of the layers: dtypes, initialisers, logically partitioned parameters, activations.
+
+Every parameter is created through `param` so that it carries logical axis names (never mesh axes) from init on;
+every activation boundary goes through `constrain`. Only `neo/parallel/` maps the names to devices.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from neo.model.config import ModelConfig
+
+Initializer = Callable[..., jax.Array]
+
+
+def dtype_of(name: str) -> jnp.dtype:
+    return jnp.dtype({"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name])
+
+
+def normal(std: float) -> Initializer:
+    return nn.initializers.normal(stddev=std)
+
+
+def dense_std(cfg: ModelConfig, fan_in: int, std: float = 0.02, *, residual_out: bool = False) -> float:
+    """GPT-Neo dense init std: / sqrt(n_layer) on residual outputs (scale_by_depth), / sqrt(fan_in) (scale_by_in)."""
+    if residual_out and cfg.scale_by_depth:
+        std /= math.sqrt(cfg.n_layer)
+    if cfg.scale_by_in:
+        std /= math.sqrt(fan_in)
+    return std
+
+
+def param(
+    module: nn.Module, name: str, init: Initializer, shape: Sequence[int], axes: Sequence[str | None], cfg: ModelConfig
+) -> jax.Array:
+    """A parameter boxed with its logical axis names, returned cast to the activation dtype."""
+    value = module.param(name, nn.with_logical_partitioning(init, tuple(axes)), tuple(shape), dtype_of(cfg.param_dtype))
+    return jnp.asarray(value, dtype_of(cfg.precision))
+
+
+def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
+    return nn.with_logical_constraint(x, tuple(axes))
+
+
+ACTIVATION_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_exact": lambda x: jax.nn.gelu(x, approximate=False),
+    "relu": jax.nn.relu,
+    "relu6": jax.nn.relu6,
+    "selu": jax.nn.selu,
+    "elu": jax.nn.elu,
+    "celu": jax.nn.celu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.swish,
+    "mish": jax.nn.mish,
+    "softplus": jax.nn.softplus,
+    "sigmoid": jax.nn.sigmoid,
+    "tanh": jnp.tanh,
+    "leaky_relu": jax.nn.leaky_relu,
+    "log_sigmoid": jax.nn.log_sigmoid,
+    "soft_sign": jax.nn.soft_sign,
+    "hard_tanh": jax.nn.hard_tanh,
+    "hard_sigmoid": jax.nn.hard_sigmoid,
+    "hard_silu": jax.nn.hard_silu,
+    "lisht": lambda x: x * jnp.tanh(x),
+    "abs": jnp.abs,
+    "sin": jnp.sin,
+    "cos": jnp.cos,
+}

@@ -1,0 +1,154 @@
+"""GPT-Neo: embeddings, a stack of pre-norm blocks, final LayerNorm, tied (or untied) output head.
+
+    x = wte[tokens] + positions;  for each block: x += drop(attn(ln_1(x)));  x += drop(mlp(ln_2(x)))
+    logits = ln_f(x) @ wte.T   (float32)
+
+The blocks run under `nn.scan` over the shortest repeating pattern of layer kinds (e.g. global/local scans as one
+two-layer block), so compile time stays flat in depth; the scanned parameters carry a leading `layers` axis.
+Auxiliary losses (MoE balance, z-loss) are sown into the "losses" collection; the trainer adds them all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from neo.model.attention import Attention, Cache
+from neo.model.common import constrain, dense_std, dtype_of, normal, param
+from neo.model.config import ModelConfig
+from neo.model.mlp import MLP
+from neo.model.moe import MoE
+from neo.model.norms import LayerNorm, pre_norm
+from neo.model.positions import PositionEmbedding
+
+REMAT_POLICIES = {
+    "full": None,  # save nothing, recompute the block in the backward pass
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+class Block(nn.Module):
+    config: ModelConfig
+    kind: str  # attention type of this layer
+    moe: bool = False
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x, positions, valid, cache: Cache | None, index) -> tuple[jax.Array, Cache | None]:
+        cfg = self.config
+        drop = nn.Dropout(cfg.res_dropout, deterministic=self.deterministic)
+        ffn_scale = 0.5 if cfg.macaron else 1.0
+        if cfg.macaron:
+            x = x + ffn_scale * drop(MLP(cfg, self.deterministic, name="mlp_0")(pre_norm(cfg, "ln_0")(x)))
+        if self.kind != "none":
+            attn = Attention(cfg, self.kind, self.deterministic, name="attn")
+            a, cache = attn(pre_norm(cfg, "ln_1")(x), positions, valid, cache, index)
+            x = x + drop(a)
+        ffn = MoE(cfg, self.deterministic, name="moe") if self.moe else MLP(cfg, self.deterministic, name="mlp")
+        x = x + ffn_scale * drop(ffn(pre_norm(cfg, "ln_2")(x)))
+        return constrain(x, ("batch", "length", "embd")), cache
+
+
+class LayerGroup(nn.Module):
+    """One period of the layer pattern: the body of the scan."""
+
+    config: ModelConfig
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, carry, caches: list[Cache] | None):
+        x, positions, valid, index = carry
+        kinds = self.config.layer_kinds()[: self.config.scan_period()]
+        new = []
+        for j, (kind, moe) in enumerate(kinds):
+            block = Block(self.config, kind, moe, self.deterministic, name=f"layer_{j}")
+            x, c = block(x, positions, valid, None if caches is None else caches[j], index)
+            new.append(c)
+        return (x, positions, valid, index), (None if caches is None else new)
+
+
+def _block_class(cfg: ModelConfig, cls: type[nn.Module]) -> type[nn.Module]:
+    if cfg.remat_policy == "none":
+        return cls
+    return nn.remat(cls, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
+
+
+class GPTNeo(nn.Module):
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(
+        self,
+        tokens: jax.Array,
+        *,
+        deterministic: bool = True,
+        positions: jax.Array | None = None,
+        valid: jax.Array | None = None,
+        cache: list[Cache] | None = None,
+        cache_index: jax.Array | int = 0,
+    ) -> Any:
+        """tokens int32 [batch, length] -> float32 logits [batch, length, n_vocab].
+
+        With `cache` (see neo.model.decode), also returns the updated cache; `positions`/`valid` then describe the
+        chunk (left-padded rows have valid=False on their padding).
+        """
+        cfg = self.config
+        b, length = tokens.shape
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length))
+        if valid is None:
+            valid = jnp.ones((b, length), bool)
+        index = jnp.asarray(cache_index, jnp.int32)
+        use_cache = cache is not None
+
+        wte = param(self, "wte", normal(0.02), (cfg.n_vocab, cfg.n_embd), ("vocab", "embd"), cfg)
+        x = wte[tokens] + PositionEmbedding(cfg, name="pos")(positions).astype(wte.dtype)
+        x = nn.Dropout(cfg.embed_dropout, deterministic=deterministic)(x)
+        x = constrain(x, ("batch", "length", "embd"))
+
+        if cfg.scan_layers:
+            period = cfg.scan_period()
+            scanned = nn.scan(
+                _block_class(cfg, LayerGroup),
+                variable_axes={"params": 0, "losses": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=0,
+                length=cfg.n_layer // period,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )
+            (x, *_), cache = scanned(cfg, deterministic, name="blocks")((x, positions, valid, index), cache)
+        else:
+            kinds = cfg.layer_kinds()
+            new_cache = []
+            for i, (kind, moe) in enumerate(kinds):
+                block = _block_class(cfg, Block)(cfg, kind, moe, deterministic, name=f"h_{i}")
+                x, c = block(x, positions, valid, None if cache is None else cache[i], index)
+                new_cache.append(c)
+            cache = None if cache is None else new_cache
+
+        x = LayerNorm(cfg, name="ln_f")(x)
+        if cfg.no_weight_tie:
+            head = param(
+                self, "lm_head", normal(dense_std(cfg, cfg.n_embd)), (cfg.n_embd, cfg.n_vocab), ("embd", "vocab"), cfg
+            )
+            logits = jnp.einsum("bld,dv->blv", x, head, preferred_element_type=jnp.float32)
+        else:
+            logits = jnp.einsum("bld,vd->blv", x, wte, preferred_element_type=jnp.float32)
+        logits = constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+        if cfg.z_loss:
+            self.sow("losses", "z_loss", cfg.z_loss * jnp.mean(jnp.square(jax.nn.logsumexp(logits, -1))))
+        return (logits, cache) if use_cache else logits
+
+
+def total_aux_loss(losses: Any) -> jax.Array:
+    """Sum of every entry of a "losses" collection (what the trainer adds to the LM loss)."""
+    leaves = jax.tree.leaves(losses)
+    return sum((jnp.sum(leaf) for leaf in leaves), jnp.zeros((), jnp.float32))
+
+
+def model_dtype(cfg: ModelConfig) -> jnp.dtype:
+    return dtype_of(cfg.precision)

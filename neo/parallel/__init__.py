@@ -1,0 +1,11 @@
+"""neo.parallel: the only package that knows about devices.
+
+- `config.MeshConfig` (the `mesh` config group; presets in `neo/conf/mesh/`), `presets.preset(name)`
+- `shape.parse_mesh_shape("x:16,y:8")`, `mesh.make_mesh(cfg, devices=None)`, `mesh.mesh_and_rules(cfg)`
+- `layout.layout_rules("batch:x,heads:y", axes)` -> flax logical-axis rules; `layout.validate_layout(tree, mesh, rules)`
+- `flops.peak_flops_per_device(cfg_or_devices)`, `flops.memory_per_device(cfg, devices)`
+- `distributed.initialize(coordinator, num_processes, process_id)` for multi-host jobs
+- `search`: candidate layouts and mesh shapes, compiled against abstract inputs and ranked
+
+Importing this package does not import JAX (config validation must stay fast).
+"""

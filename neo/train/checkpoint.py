@@ -1,0 +1,111 @@
+"""Checkpoints in a run directory, written by orbax.
+
+Layout: `RUN_DIR/checkpoints/<step>/{params,opt_state,meta}`. Orbax writes each step to a temporary directory and
+renames it when complete, so a crash mid-save leaves the previous checkpoint usable. Parameters are a separate item
+so that sampling, evaluation and conversion load them without the optimizer state. No pickle on the load path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from neo.errors import CheckpointError
+
+ITEMS = ("params", "opt_state", "meta")
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir).absolute() / "checkpoints"
+
+
+class Checkpoints:
+    """Save and restore the train state of one run directory."""
+
+    def __init__(self, run_dir: str | Path, keep: int = 3, async_save: bool = True, read_only: bool = False) -> None:
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, enable_async_checkpointing=async_save, create=not read_only, read_only=read_only
+        )
+        self.manager = ocp.CheckpointManager(checkpoint_dir(run_dir), options=options, item_names=ITEMS)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: dict[str, Any] | None, meta: dict[str, Any], params: Any = None) -> None:
+        """Save `state` (params + optimizer), or `params` alone (a converted or exported model)."""
+        items: dict[str, Any] = {"meta": ocp.args.JsonSave({**meta, "step": step, "params_only": state is None})}
+        items["params"] = ocp.args.StandardSave(state["params"] if state is not None else params)
+        if state is not None:
+            items["opt_state"] = ocp.args.StandardSave(state["opt_state"])
+        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+    def meta(self, step: int) -> dict[str, Any]:
+        return dict(self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+
+    def restore_params(self, step: int, abstract_params: Any) -> Any:
+        """Parameters only, placed as `abstract_params` says (ShapeDtypeStructs with shardings)."""
+        restored = self.manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params)))
+        return restored["params"]
+
+    def restore_state(self, step: int, abstract_state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The full train state in its shardings, and the checkpoint's metadata."""
+        meta = self.meta(step)
+        if meta.get("params_only"):
+            raise CheckpointError("params-only checkpoint")  # callers fall back to fresh optimizer state
+        args = ocp.args.Composite(
+            params=ocp.args.StandardRestore(abstract_state["params"]),
+            opt_state=ocp.args.StandardRestore(abstract_state["opt_state"]),
+        )
+        try:
+            restored = self.manager.restore(step, args=args)
+        except ValueError as exc:
+            if "do not match" not in str(exc):
+                raise
+            raise CheckpointError(
+                f"the checkpoint at step {step} was written with other optimizer or model settings; resume with "
+                "the run's own config (see config.yaml in the run directory) or start a new --run-dir"
+            ) from None
+        step_array = jax.device_put(jax.numpy.asarray(meta["step"], jax.numpy.int32), abstract_state["step"].sharding)
+        state = {"step": step_array, "params": restored["params"], "opt_state": restored["opt_state"]}
+        return state, meta
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def load_run(run_dir: str | Path, step: int | None = None) -> tuple[Any, Any, int]:
+    """(config, params, step) of a run directory, params only (no optimizer state), on the default device.
+
+    Works for runs written by `neo train` and by `neo convert from-hf`.
+    """
+    import flax.linen as nn
+    import jax.numpy as jnp
+    from jax.sharding import SingleDeviceSharding
+
+    from neo.config import load
+    from neo.model.transformer import GPTNeo
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml); pass a directory from `neo train`")
+    cfg = load(run_dir / "config.yaml")
+    ckpts = Checkpoints(run_dir, read_only=True, async_save=False)
+    step = ckpts.latest_step() if step is None else step
+    if step is None:
+        raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first (neo train --run-dir {run_dir})")
+    model = GPTNeo(cfg.model)
+    boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, cfg.model.n_ctx), jnp.int32)))
+    device = SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), nn.meta.unbox(boxed["params"])
+    )
+    params = ckpts.restore_params(step, abstract)
+    ckpts.close()
+    return cfg, params, step

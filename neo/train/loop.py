@@ -1,0 +1,231 @@
+"""The training loop: one run directory in, a trained (or further trained) run directory out.
+
+A run directory is the unit of state. Starting `train` on one that holds a checkpoint resumes it: parameters,
+optimizer state and step come from the checkpoint; dropout keys and data batches are pure functions of (seed, step),
+so the resumed run continues exactly as the uninterrupted one would. SIGTERM (preemption) saves and exits cleanly;
+a non-finite loss stops the run before anything is saved, so the last good checkpoint stays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from neo.config import NeoConfig, load, to_yaml
+from neo.errors import CheckpointError, TrainingError
+from neo.train.checkpoint import Checkpoints
+from neo.train.metrics import MetricsWriter, flops_per_token
+from neo.train.session import Session, build_session
+
+StepHook = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Hooks:
+    """What the caller (the CLI) wants to hear about; the loop itself renders nothing."""
+
+    on_start: StepHook = lambda info: None
+    on_step: StepHook = lambda row: None
+    on_eval: StepHook = lambda row: None
+    on_checkpoint: StepHook = lambda info: None
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    start_step: int
+    final_step: int
+    eval_losses: list[tuple[int, float]] = field(default_factory=list)
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    stopped_by_signal: bool = False
+
+
+def prepare_run_dir(cfg: NeoConfig, run_dir: Path) -> None:
+    """Write the config snapshot, or check that a resumed run keeps the model it was trained with."""
+    snapshot = run_dir / "config.yaml"
+    if snapshot.exists():
+        previous = load(snapshot)
+        if previous.model != cfg.model:
+            raise CheckpointError(
+                f"{run_dir} holds a run of a different model config; resume with the same model= overrides "
+                "or start a new --run-dir"
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = snapshot.with_suffix(".yaml.tmp")
+    tmp.write_text(to_yaml(cfg))
+    tmp.replace(snapshot)
+
+
+class _StopFlag:
+    """Turns SIGTERM/SIGINT into a flag the loop checks between steps (save, then exit cleanly)."""
+
+    def __init__(self) -> None:
+        self.signalled: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signalled = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def evaluate(session: Session, params: Any) -> dict[str, float] | None:
+    """Mean eval loss over `eval_steps` batches, with perplexity and bits per byte from the dataset card."""
+    batches = session.eval_batches()
+    if batches is None:
+        return None
+    losses = [float(session.eval_step(params, session.global_batch(b))) for b in batches]
+    if not losses:
+        return None
+    loss = float(np.mean(losses))
+    row = {"eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0))}
+    if session.bytes_per_token:
+        row["eval_bpb"] = loss / math.log(2) / session.bytes_per_token
+    return row
+
+
+def train(cfg: NeoConfig, run_dir: str | Path, hooks: Hooks | None = None) -> TrainResult:
+    """Train (or resume) the run in `run_dir` until `train.steps`."""
+    hooks = hooks or Hooks()
+    run_dir = Path(run_dir)
+    is_chief = jax.process_index() == 0
+    if is_chief:
+        prepare_run_dir(cfg, run_dir)
+    session = build_session(cfg, run_dir)
+    if is_chief and session.card is not None:
+        copy_tokenizer(Path(cfg.data.dir) / session.card.tokenizer, run_dir)
+    tcfg = cfg.train
+    ckpts = Checkpoints(run_dir, keep=tcfg.keep_checkpoints, async_save=tcfg.async_checkpointing)
+    state, start_step = session.initial_state(ckpts)
+    writer = MetricsWriter(run_dir, enabled=is_chief)
+    writer.truncate_after(start_step)
+    tokens_per_step = tcfg.batch_size * cfg.model.n_ctx
+    fpt = flops_per_token(cfg.model, session.n_params)
+    peak = session.peak_flops
+    result = TrainResult(run_dir=run_dir, start_step=start_step, final_step=start_step)
+    hooks.on_start(
+        {
+            "start_step": start_step,
+            "steps": tcfg.steps,
+            "n_params": session.n_params,
+            "devices": session.mesh.devices.size,
+            "mesh": dict(session.mesh.shape),
+            "tokens_per_step": tokens_per_step,
+        }
+    )
+    eval_every = tcfg.eval_every or tcfg.checkpoint_every
+    if start_step == 0 and tcfg.eval_steps:
+        row = evaluate(session, state["params"])
+        if row:
+            result.eval_losses.append((0, row["eval_loss"]))
+            writer.write({"step": 0, **row})
+            hooks.on_eval({"step": 0, **row})
+
+    batches: Iterator[np.ndarray] = session.train_batches(start_step)
+    pending: tuple[int, dict[str, Any], float] | None = None  # the step whose metrics we fetch one step late
+    window_start, window_steps = time.perf_counter(), 0
+
+    def finish(step: int, metrics: dict[str, Any], elapsed_per_step: float) -> None:
+        loss = float(metrics["loss"])
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"loss became {loss} at step {step}; the last good checkpoint is kept — lower optimizer.lr "
+                "or raise optimizer.warmup_steps, then rerun the same command to resume"
+            )
+        tps = tokens_per_step / elapsed_per_step if elapsed_per_step > 0 else 0.0
+        row = {
+            "step": step,
+            "loss": loss,
+            "lr": float(metrics["lr"]),
+            "grad_norm": float(metrics["grad_norm"]),
+            "tokens_per_sec": tps,
+            "mfu": tps * fpt / (peak * session.mesh.devices.size) if peak else 0.0,
+        }
+        result.losses.append((step, loss))
+        if step % tcfg.log_every == 0 or step == tcfg.steps:
+            writer.write(row)
+        hooks.on_step(row)
+
+    step = start_step
+    with _StopFlag() as stop:
+        try:
+            while step < tcfg.steps:
+                batch = session.global_batch(next(batches))
+                state, metrics = session.train_step(state, batch)
+                step += 1
+                window_steps += 1
+                if pending is not None:
+                    finish(*pending)
+                now = time.perf_counter()
+                pending = (step, metrics, (now - window_start) / window_steps)
+                if window_steps >= 20:
+                    window_start, window_steps = now, 0
+                save_now = step % tcfg.checkpoint_every == 0 or step == tcfg.steps or stop.signalled
+                eval_now = bool(tcfg.eval_steps) and (step % eval_every == 0 or step == tcfg.steps)
+                if save_now or eval_now:
+                    finish(*pending)  # the loss must be known finite before anything is saved
+                    pending = None
+                if eval_now:
+                    row = evaluate(session, state["params"])
+                    if row:
+                        result.eval_losses.append((step, row["eval_loss"]))
+                        writer.write({"step": step, **row})
+                        hooks.on_eval({"step": step, **row})
+                if save_now:
+                    ckpts.save(step, state, {"seed": tcfg.seed})
+                    hooks.on_checkpoint({"step": step})
+                if stop.signalled:
+                    result.stopped_by_signal = True
+                    break
+            if pending is not None:
+                finish(*pending)
+        finally:
+            ckpts.close()
+            writer.close()
+    result.final_step = step
+    return result
+
+
+def copy_tokenizer(src: Path | None, run_dir: Path) -> None:
+    """Keep the run self-contained: sampling and eval find the tokenizer beside the checkpoints."""
+    if src is not None and src.exists() and not (run_dir / "tokenizer.json").exists():
+        shutil.copyfile(src, run_dir / "tokenizer.json")
+
+
+def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> dict[str, float]:
+    """`neo eval`: the eval metrics of a run's latest checkpoint on its eval data (data.eval_dir)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml); pass one written by `neo train`")
+    cfg = load(run_dir / "config.yaml", overrides)
+    if not cfg.data.eval_dir:
+        raise TrainingError("the run has no data.eval_dir; pass data.eval_dir=DIR (written by `neo data encode`)")
+    session = build_session(cfg, run_dir)
+    ckpts = Checkpoints(run_dir, read_only=True, async_save=False)
+    step = ckpts.latest_step()
+    if step is None:
+        raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first")
+    params = ckpts.restore_params(step, session.layout.abstract["params"])
+    ckpts.close()
+    row = evaluate(session, params)
+    if row is None:
+        raise TrainingError("no eval batches: set train.eval_steps above 0")
+    return {"step": step, **row}

@@ -1,0 +1,180 @@
+"""Everything a training run assembles before its first step: mesh, layout rules, model, optimizer, state, data.
+
+`neo train`, `neo train --dry-run`, `neo eval` and the layout search all start from a Session, so the state they
+compile is the same one training runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+
+from neo.config import NeoConfig
+from neo.data import pipeline
+from neo.data.card import DatasetCard, dataset_card
+from neo.errors import CheckpointError, ConfigError
+from neo.model.transformer import GPTNeo
+from neo.parallel import layout as layout_lib
+from neo.parallel import mesh as mesh_lib
+from neo.parallel.flops import peak_flops_per_device
+from neo.train import step as step_lib
+from neo.train.checkpoint import Checkpoints
+from neo.train.optimizer import build_optimizer, learning_rate_schedule
+from neo.train.state import State, StateLayout, init_state, state_layout
+
+
+@dataclass
+class Session:
+    cfg: NeoConfig
+    mesh: Mesh
+    rules: Any
+    model: GPTNeo
+    tx: optax.GradientTransformation
+    layout: StateLayout
+    batch_sharding: NamedSharding
+    micro_batches: int
+    n_params: int
+    peak_flops: float
+    card: DatasetCard | None  # the training dataset's card (None for dry runs)
+
+    @property
+    def bytes_per_token(self) -> float | None:
+        return self.card.bytes_per_token if self.card is not None and self.card.bytes_per_token else None
+
+    def __post_init__(self) -> None:
+        schedule = learning_rate_schedule(self.cfg.optimizer, self.cfg.train.steps)
+        self.train_step = step_lib.build_train_step(
+            self.model,
+            self.tx,
+            schedule,
+            self.layout,
+            self.batch_sharding,
+            self.mesh,
+            self.rules,
+            micro_batches=self.micro_batches,
+            seed=self.cfg.train.seed,
+        )
+        self.eval_step = step_lib.build_eval_step(self.model, self.layout, self.batch_sharding, self.mesh, self.rules)
+
+    # -- state ---------------------------------------------------------------------------------------------------
+    def fresh_state(self) -> State:
+        return init_state(self.model, self.tx, self.layout, self.cfg.train.seed, self.mesh, self.rules)
+
+    def initial_state(self, ckpts: Checkpoints) -> tuple[State, int]:
+        """Resume from the newest checkpoint if there is one; a params-only checkpoint (converted model) starts
+        fine-tuning from its weights with a fresh optimizer at step 0."""
+        step = ckpts.latest_step()
+        if step is None:
+            return self.fresh_state(), 0
+        meta = ckpts.meta(step)
+        if meta.get("params_only"):
+            params = ckpts.restore_params(step, self.layout.abstract["params"])
+            with jax.set_mesh(self.mesh):
+                opt_state = jax.jit(self.tx.init, out_shardings=self.layout.shardings["opt_state"])(params)
+            step0 = jax.device_put(np.int32(0), self.layout.shardings["step"])
+            return {"step": step0, "params": params, "opt_state": opt_state}, 0
+        if meta.get("seed", self.cfg.train.seed) != self.cfg.train.seed:
+            raise CheckpointError(
+                f"the run was started with train.seed={meta['seed']}; resume with the same seed or a new --run-dir"
+            )
+        state, _ = ckpts.restore_state(step, self.layout.abstract)
+        return state, step
+
+    # -- data ----------------------------------------------------------------------------------------------------
+    def global_batch(self, local: np.ndarray) -> jax.Array:
+        """Assemble the global batch from each host's rows (one host: just a sharded device_put)."""
+        return jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(local, np.int32))
+
+    def train_batches(self, start_step: int) -> Iterator[np.ndarray]:
+        return pipeline.train_batches(
+            self.cfg.data,
+            n_ctx=self.cfg.model.n_ctx,
+            batch_size=self.cfg.train.batch_size,
+            seed=self.cfg.train.seed,
+            start_step=start_step,
+            host_index=jax.process_index(),
+            host_count=jax.process_count(),
+        )
+
+    def eval_batches(self) -> Iterator[np.ndarray] | None:
+        if not self.cfg.train.eval_steps or not self.cfg.data.eval_dir:
+            return None
+        batches = pipeline.eval_batches(
+            self.cfg.data,
+            n_ctx=self.cfg.model.n_ctx,
+            batch_size=self.cfg.train.batch_size,
+            host_index=jax.process_index(),
+            host_count=jax.process_count(),
+        )
+        return (b for _, b in zip(range(self.cfg.train.eval_steps), batches, strict=False))
+
+
+def _replicas(mesh: Mesh, batch_spec: Any) -> int:
+    axes = batch_spec[0] if len(batch_spec) else None
+    if axes is None:
+        return 1
+    axes = axes if isinstance(axes, tuple) else (axes,)
+    return int(np.prod([mesh.shape[a] for a in axes]))
+
+
+def micro_batch_count(cfg: NeoConfig, replicas: int) -> int:
+    """GPT-Neo's `tokens_per_mb_per_replica`: how many micro-batches each step's batch is split into."""
+    per_replica = cfg.train.batch_size // replicas
+    if not cfg.train.tokens_per_mb_per_replica:
+        return 1
+    mb_rows = max(cfg.train.tokens_per_mb_per_replica // cfg.model.n_ctx, 1)
+    if per_replica % mb_rows:
+        raise ConfigError(
+            f"train.tokens_per_mb_per_replica={cfg.train.tokens_per_mb_per_replica} gives micro-batches of {mb_rows} "
+            f"sequences, which do not divide the {per_replica} sequences per replica; pick a divisor"
+        )
+    return per_replica // mb_rows
+
+
+def build_session(cfg: NeoConfig, run_dir: Path | None = None, devices: Any = None) -> Session:
+    """Assemble mesh, rules, model, optimizer and state layout for `cfg` (no parameters allocated yet)."""
+    if cfg.model.mlm_training:
+        raise ConfigError(
+            "model.mlm_training is not wired into the trainer yet (the model and the data pipeline's masking stage "
+            "support it; the MLM loss in neo/train does not); train with model.mlm_training=false"
+        )
+    mesh = mesh_lib.make_mesh(cfg.mesh, devices=devices)
+    rules = layout_lib.layout_rules(cfg.mesh.layout, mesh.axis_names)
+    model = GPTNeo(cfg.model)
+    tx = build_optimizer(cfg.optimizer, cfg.train.steps)
+    st_layout = state_layout(model, tx, mesh, rules)
+    batch_spec = nn.logical_to_mesh_axes(("batch", None), rules)
+    replicas = _replicas(mesh, batch_spec)
+    if cfg.train.batch_size % (replicas * jax.process_count()):
+        raise ConfigError(
+            f"train.batch_size={cfg.train.batch_size} is not divisible by the {replicas} data-parallel replicas "
+            f"of mesh {dict(mesh.shape)}; use a multiple of {replicas}"
+        )
+    card = None
+    if run_dir is not None:  # training: every data precondition is checked before the first step
+        pipeline.check_data(
+            cfg.data, n_ctx=cfg.model.n_ctx, vocab_size=cfg.model.n_vocab, host_count=jax.process_count()
+        )
+        card = dataset_card(cfg.data.train_datasets()[0].dir)
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(st_layout.abstract["params"]))
+    return Session(
+        cfg=cfg,
+        mesh=mesh,
+        rules=rules,
+        model=model,
+        tx=tx,
+        layout=st_layout,
+        batch_sharding=NamedSharding(mesh, batch_spec),
+        micro_batches=micro_batch_count(cfg, replicas),
+        n_params=n_params,
+        peak_flops=peak_flops_per_device(cfg.mesh),
+        card=card,
+    )

@@ -1,0 +1,121 @@
+"""The jitted train and eval steps.
+
+One code path for one device and for a pod: the batch arrives sharded over the `batch` logical axis, parameters
+and optimizer state keep their layout shardings (buffers donated), and XLA inserts the collectives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding
+
+from neo.model.transformer import GPTNeo
+from neo.train.state import State, StateLayout
+
+Metrics = dict[str, jax.Array]
+
+
+def cross_entropy(logits: jax.Array, targets: jax.Array, z_loss: float = 0.0) -> tuple[jax.Array, jax.Array]:
+    """Mean token cross-entropy in fp32, and the PaLM z-loss term (z_loss · mean(log Z²)) when asked for."""
+    logits = logits.astype(jnp.float32)
+    log_z = jax.nn.logsumexp(logits, axis=-1)
+    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    ce = jnp.mean(log_z - target_logit)
+    zl = z_loss * jnp.mean(jnp.square(log_z)) if z_loss else jnp.zeros((), jnp.float32)
+    return ce, zl
+
+
+def loss_fn(model: GPTNeo, params: Any, batch: jax.Array, rng: jax.Array | None) -> tuple[jax.Array, Metrics]:
+    """Next-token loss of a [batch, n_ctx + 1] token block, plus every auxiliary loss the model sowed."""
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    deterministic = rng is None
+    logits, extra = model.apply(
+        {"params": params},
+        inputs,
+        deterministic=deterministic,
+        rngs=None if deterministic else {"dropout": rng},
+        mutable=["losses"],
+    )
+    ce, zl = cross_entropy(logits, targets, getattr(model.config, "z_loss", 0.0))
+    aux = sum((jnp.sum(x) for x in jax.tree.leaves(extra.get("losses", {}))), jnp.zeros((), jnp.float32))
+    return ce + zl + aux, {"ce_loss": ce, "z_loss": zl, "aux_loss": aux}
+
+
+def build_train_step(
+    model: GPTNeo,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    layout: StateLayout,
+    batch_sharding: NamedSharding,
+    mesh: Mesh,
+    rules: Any,
+    micro_batches: int = 1,
+    seed: int = 0,
+) -> Callable[[State, jax.Array], tuple[State, Metrics]]:
+    """A jitted `step(state, batch) -> (state, metrics)`.
+
+    With `micro_batches > 1` the batch is split along its first axis and gradients are averaged over a `lax.scan`,
+    which equals the full-batch gradient (equal-sized micro-batches, mean losses) at a fraction of the activations.
+    Dropout keys are a pure function of (seed, step), so a resumed run draws the same masks.
+    """
+    base_key = jax.random.key(seed + 1)
+    grad_fn = jax.value_and_grad(lambda p, b, r: loss_fn(model, p, b, r), has_aux=True)
+
+    def step(state: State, batch: jax.Array) -> tuple[State, Metrics]:
+        params = state["params"]
+        rng = jax.random.fold_in(base_key, state["step"])
+        if micro_batches == 1:
+            (loss, parts), grads = grad_fn(params, batch, rng)
+        else:
+            # Interleave rather than slice, so every replica keeps feeding its own rows to every micro-batch.
+            mbs = batch.reshape(batch.shape[0] // micro_batches, micro_batches, *batch.shape[1:]).swapaxes(0, 1)
+
+            def accumulate(carry: Any, xs: tuple[jax.Array, jax.Array]) -> tuple[Any, None]:
+                mb, i = xs
+                (mb_loss, mb_parts), mb_grads = grad_fn(params, mb, jax.random.fold_in(rng, i))
+                return jax.tree.map(jnp.add, carry, (mb_loss, mb_parts, mb_grads)), None
+
+            zeros = jax.tree.map(jnp.zeros_like, (jnp.zeros(()), {k: jnp.zeros(()) for k in _PARTS}, params))
+            (loss, parts, grads), _ = jax.lax.scan(accumulate, zeros, (mbs, jnp.arange(micro_batches)))
+            loss, parts, grads = jax.tree.map(lambda x: x / micro_batches, (loss, parts, grads))
+        updates, opt_state = tx.update(grads, state["opt_state"], params)
+        new_state = {"step": state["step"] + 1, "params": optax.apply_updates(params, updates), "opt_state": opt_state}
+        metrics = {"loss": loss, "lr": schedule(state["step"]), "grad_norm": optax.global_norm(grads), **parts}
+        return new_state, metrics
+
+    jitted = jax.jit(
+        step, in_shardings=(layout.shardings, batch_sharding), out_shardings=(layout.shardings, None), donate_argnums=0
+    )
+
+    def run(state: State, batch: jax.Array) -> tuple[State, Metrics]:
+        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+            return jitted(state, batch)
+
+    run.jitted = jitted  # type: ignore[attr-defined]  # for AOT lowering (dry runs, layout search)
+    return run
+
+
+_PARTS = ("ce_loss", "z_loss", "aux_loss")
+
+
+def build_eval_step(
+    model: GPTNeo, layout: StateLayout, batch_sharding: NamedSharding, mesh: Mesh, rules: Any
+) -> Callable[[Any, jax.Array], jax.Array]:
+    """A jitted `eval(params, batch) -> mean cross-entropy` (no dropout, no auxiliary terms)."""
+
+    def evaluate(params: Any, batch: jax.Array) -> jax.Array:
+        return loss_fn(model, params, batch, None)[1]["ce_loss"]
+
+    jitted = jax.jit(evaluate, in_shardings=(layout.shardings["params"], batch_sharding))
+
+    def run(params: Any, batch: jax.Array) -> jax.Array:
+        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+            return jitted(params, batch)
+
+    return run

@@ -1,0 +1,39 @@
+"""Developer sessions: `nox -s tests` (the default suite), `slow`, `lint`, `demo`."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+RUFF = "ruff==0.17.6"
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Everything not marked slow, on 8 simulated CPU devices (under 15 minutes on 2 cores)."""
+    session.install(".[test,hf]")
+    session.run("python", "-m", "pytest", "-m", "not slow", *session.posargs)
+
+
+@nox.session
+def slow(session: nox.Session) -> None:
+    """The slow suite: large-model dry runs, long training comparisons, benchmarks' correctness checks."""
+    session.install(".[test,hf]")
+    session.run("python", "-m", "pytest", "-m", "slow", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff lint and format check."""
+    session.install(RUFF)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The quickstart, end to end, from a non-editable install."""
+    session.install(".")
+    session.run("neo", "quickstart", "--workdir", session.create_tmp(), external=False)

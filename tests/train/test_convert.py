@@ -1,0 +1,71 @@
+"""Run directories <-> Hugging Face GPT-Neo directories, through the CLI, checked against transformers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neo.cli.app import run
+
+pytestmark = pytest.mark.hf
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+    from transformers import GPTNeoConfig, GPTNeoForCausalLM
+
+    torch.manual_seed(0)
+    config = GPTNeoConfig(
+        vocab_size=96,
+        max_position_embeddings=32,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        attention_types=[[["global", "local"], 1]],
+        window_size=6,
+    )
+    model = GPTNeoForCausalLM(config).eval()
+    path = tmp_path_factory.mktemp("hf")
+    model.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def test_from_hf_gives_transformers_logits_and_to_hf_is_the_identity(hf_dir: Path, tmp_path: Path) -> None:
+    import jax.numpy as jnp
+    import torch
+    from safetensors.numpy import load_file
+    from transformers import GPTNeoForCausalLM
+
+    from neo.model.transformer import GPTNeo
+    from neo.train.checkpoint import load_run
+
+    run_dir, back = tmp_path / "run", tmp_path / "back"
+    assert run(["convert", "from-hf", str(hf_dir), str(run_dir)]) == 0
+    cfg, params, step = load_run(run_dir)
+    assert step == 0
+    tokens = np.random.default_rng(0).integers(0, 96, size=(2, 32))
+    ours = np.asarray(GPTNeo(cfg.model).apply({"params": params}, jnp.asarray(tokens, jnp.int32)))
+    with torch.no_grad():
+        theirs = GPTNeoForCausalLM.from_pretrained(hf_dir).eval()(torch.tensor(tokens)).logits.numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+    assert run(["convert", "to-hf", str(run_dir), str(back)]) == 0
+    original, exported = load_file(str(hf_dir / "model.safetensors")), load_file(str(back / "model.safetensors"))
+    for name, tensor in original.items():
+        if name.endswith(("attn.attention.bias", "attn.attention.masked_bias")):
+            continue
+        np.testing.assert_array_equal(exported[name], tensor, err_msg=name)
+    reloaded = GPTNeoForCausalLM.from_pretrained(back).eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(reloaded(torch.tensor(tokens)).logits.numpy(), theirs, atol=1e-6)
+
+
+def test_converted_run_is_refused_when_weights_are_not_safetensors(tmp_path: Path) -> None:
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text('{"model_type": "gpt_neo"}')
+    (tmp_path / "hf" / "pytorch_model.bin").write_bytes(b"\0")
+    assert run(["convert", "from-hf", str(tmp_path / "hf"), str(tmp_path / "run")]) == 2
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,172 @@
+"""Training end to end at tiny size: the run directory, resume (also after SIGKILL), SIGTERM, NaN, sharding."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from neo.config import compose
+from neo.errors import CheckpointError, TrainingError
+from neo.train.loop import train
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def test_run_directory_contents_and_learning(
+    tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides: Callable
+) -> None:
+    run = tmp_path / "run"
+    cfg = compose(tiny_overrides(tiny_dataset, run, "train.steps=30", "train.checkpoint_every=10"))
+    result = train(cfg, run)
+    assert result.final_step == 30
+    assert (run / "config.yaml").is_file() and (run / "tokenizer.json").is_file()
+    assert sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == [10, 20, 30]
+    assert list((run / "tensorboard").iterdir())
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in train_rows] == list(range(1, 31))
+    assert {"step", "loss", "lr", "tokens_per_sec", "mfu", "grad_norm"} <= set(train_rows[0])
+    evals = [r for r in rows if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [0, 10, 20, 30]
+    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"] - 0.5  # it learns
+    assert "eval_bpb" in evals[-1]
+
+
+def test_resume_continues_exactly(tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides: Callable) -> None:
+    straight = tmp_path / "straight"
+    train(compose(tiny_overrides(tiny_dataset, straight)), straight)
+    resumed = tmp_path / "resumed"
+    train(compose(tiny_overrides(tiny_dataset, resumed, "train.steps=3")), resumed)
+    result = train(compose(tiny_overrides(tiny_dataset, resumed)), resumed)
+    assert result.start_step == 3 and result.final_step == 6
+    assert losses(resumed) == losses(straight)  # bit-identical on CPU
+
+
+def test_resume_refuses_a_different_model(
+    tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides: Callable
+) -> None:
+    run = tmp_path / "run"
+    train(compose(tiny_overrides(tiny_dataset, run, "train.steps=1")), run)
+    with pytest.raises(CheckpointError, match="different model"):
+        train(
+            compose(tiny_overrides(tiny_dataset, run, "model.n_layer=4", 'model.attention_types=[["global",4]]')), run
+        )
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides: Callable
+) -> None:
+    run = tmp_path / "run"
+    train(compose(tiny_overrides(tiny_dataset, run, "train.steps=3")), run)
+    bad = tiny_overrides(tiny_dataset, run, "optimizer.lr=1e30", "optimizer.warmup_steps=0")
+    with pytest.raises(TrainingError, match="at step"):
+        train(compose(bad), run)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == ["3"]
+
+
+def _cli(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "neo.cli.app", "train", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"trainer exited early: {proc.stderr.read() if proc.stderr else ''}")
+        if time.time() > deadline:
+            raise AssertionError(f"{path} did not appear")
+        time.sleep(0.05)
+
+
+@pytest.mark.multiprocess
+def test_sigkill_mid_run_then_resume_is_bit_identical(
+    tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides: Callable
+) -> None:
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    extra = ["train.steps=40", "train.checkpoint_every=10"]
+    assert _cli(tiny_overrides(tiny_dataset, straight, *extra)).wait(timeout=300) == 0
+    proc = _cli(tiny_overrides(tiny_dataset, killed, *extra))
+    _wait_for(killed / "checkpoints" / "20", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    again = _cli(tiny_overrides(tiny_dataset, killed, *extra))
+    assert again.wait(timeout=300) == 0, again.stderr.read() if again.stderr else ""
+    assert losses(killed) == losses(straight)
+
+
+@pytest.mark.multiprocess
+def test_sigterm_saves_and_exits_cleanly(
+    tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides: Callable
+) -> None:
+    run = tmp_path / "run"
+    proc = _cli(tiny_overrides(tiny_dataset, run, "train.steps=100000", "train.checkpoint_every=100000"))
+    _wait_for(run / "metrics.jsonl", proc)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0
+    saved = [int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit()]
+    assert len(saved) == 1 and 0 < saved[0] < 100000
+    assert max(losses(run)) == saved[0]
+
+
+def test_same_losses_on_one_and_eight_devices_dp_and_mp(
+    tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides: Callable
+) -> None:
+    """The same config on 1 device and on 8 simulated devices, data- and model-parallel: same losses."""
+    from neo.train.session import build_session
+
+    def run_losses(devices: list, extra: list[str]) -> list[float]:
+        cfg = compose(tiny_overrides(tiny_dataset, tmp_path / "unused", *extra))
+        session = build_session(cfg, tmp_path, devices=devices)
+        state = session.fresh_state()
+        out = []
+        for batch, _ in zip(session.train_batches(0), range(5), strict=False):
+            state, metrics = session.train_step(state, session.global_batch(batch))
+            out.append(float(metrics["loss"]))
+        return out
+
+    assert len(jax.devices()) == 8
+    single = run_losses(jax.devices()[:1], [])
+    data_parallel = run_losses(jax.devices(), [])
+    model_parallel = run_losses(jax.devices(), ["mesh.shape=x:2,y:4", "mesh.layout=batch:x,heads:y,mlp:y,vocab:y"])
+    np.testing.assert_allclose(data_parallel, single, atol=1e-5)
+    np.testing.assert_allclose(model_parallel, single, atol=1e-5)
+
+
+def test_gradient_accumulation_equals_the_full_batch_gradient(
+    tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides: Callable
+) -> None:
+    from neo.train.session import build_session
+
+    def first_step(extra: list[str]) -> tuple[float, float]:
+        cfg = compose(tiny_overrides(tiny_dataset, tmp_path / "unused", *extra))
+        session = build_session(cfg, tmp_path, devices=jax.devices()[:1])
+        state = session.fresh_state()
+        batch = next(iter(session.train_batches(0)))
+        _, metrics = session.train_step(state, session.global_batch(batch))
+        return float(metrics["loss"]), float(metrics["grad_norm"])
+
+    full = first_step([])
+    accumulated = first_step(["train.tokens_per_mb_per_replica=64"])  # 2 sequences of 32 -> 4 micro-batches
+    np.testing.assert_allclose(accumulated, full, rtol=1e-5)

@@ -57,19 +57,19 @@ _register()
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv` and return its exit code (tests call this; `main` is the console script)."""
-    import click
+    from typer._click.exceptions import ClickException  # typer vendors click; this is its usage-error base
 
     try:
         app(args=argv, standalone_mode=False)
     except NeoError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         err_console.print("[red]aborted[/]")
         return 130
-    except click.ClickException as exc:  # usage errors: click's own message, exit 2
+    except ClickException as exc:  # usage errors: click's own message, exit 2
         exc.show()
         return exc.exit_code
     except KeyboardInterrupt:

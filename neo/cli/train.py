@@ -31,6 +31,10 @@ def train_command(
 
     initialize(coordinator, num_processes, process_id)  # before any JAX work; a no-op for one process
     overrides = list(overrides or [])
+    if dry_run:
+        from neo.cli.layout import prepare_devices
+
+        prepare_devices(overrides)
     if run_dir is not None:
         overrides.append(f"train.run_dir={run_dir}")
     cfg = compose(overrides)

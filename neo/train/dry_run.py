@@ -6,14 +6,29 @@ than this machine compiles as long as the target devices exist (real, or simulat
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from neo.config import NeoConfig
-from neo.train.session import build_session
+from neo.errors import LayoutError
+from neo.parallel.flops import memory_per_device, peak_flops_per_device
+from neo.parallel.layout import layout_rules, parse_layout
+from neo.parallel.search import (
+    Candidate,
+    SearchResult,
+    candidates,
+    layout_prescreen,
+    search,
+    target_devices,
+)
+from neo.parallel.shape import resolve_mesh_shape
+from neo.train.session import Session, build_session
 
 GiB = 1024**3
 
@@ -28,6 +43,7 @@ class DryRunReport:
     output_bytes: int
     peak_bytes: int  # argument + temp + output - aliased (donated) bytes
     device_memory: int | None  # bytes per device of the target, when the mesh preset knows it
+    exact: bool  # the target's own compiler (real devices / libtpu) rather than simulated CPU devices
 
     @property
     def fits(self) -> bool | None:
@@ -36,23 +52,21 @@ class DryRunReport:
     def summary(self) -> str:
         cap = f" of {self.device_memory / GiB:.2f} GiB" if self.device_memory else ""
         verdict = {True: "fits", False: "does NOT fit", None: "device memory unknown"}[self.fits]
+        source = "" if self.exact else " (estimate: compiled for simulated CPU devices)"
         return (
             f"{self.n_params:,} parameters on {self.devices} device(s), mesh {self.mesh}\n"
             f"per device: arguments {self.argument_bytes / GiB:.3f} GiB, temporaries {self.temp_bytes / GiB:.3f} GiB,"
-            f" peak {self.peak_bytes / GiB:.3f} GiB{cap}: {verdict}"
+            f" peak {self.peak_bytes / GiB:.3f} GiB{cap}: {verdict}{source}"
         )
 
 
 def dry_run(cfg: NeoConfig) -> DryRunReport:
-    session = build_session(cfg)
-    batch = jax.ShapeDtypeStruct(
-        (cfg.train.batch_size, cfg.model.n_ctx + 1), jnp.int32, sharding=session.batch_sharding
-    )
-    with jax.set_mesh(session.mesh), nn.logical_axis_rules(session.rules):
-        compiled = session.train_step.jitted.lower(session.layout.abstract, batch).compile()
+    """Compile the train step of `cfg` for its mesh preset's devices (simulated if absent) and read its memory."""
+    devices, exact = target_devices(cfg.mesh)
+    session = build_session(cfg, devices=devices)
+    compiled = _StepInContext(session).lower(session.layout.abstract, abstract_batch(session)).compile()
     mem = compiled.memory_analysis()
     arg, temp, out = mem.argument_size_in_bytes, mem.temp_size_in_bytes, mem.output_size_in_bytes
-    peak = arg + temp + out - mem.alias_size_in_bytes
     return DryRunReport(
         n_params=session.n_params,
         devices=int(session.mesh.devices.size),
@@ -60,6 +74,105 @@ def dry_run(cfg: NeoConfig) -> DryRunReport:
         argument_bytes=arg,
         temp_bytes=temp,
         output_bytes=out,
-        peak_bytes=peak,
-        device_memory=getattr(cfg.mesh, "memory_per_device", None) or None,
+        peak_bytes=arg + temp + out - mem.alias_size_in_bytes,
+        device_memory=memory_per_device(cfg.mesh, devices if exact else None),
+        exact=exact,
     )
+
+
+class _StepInContext:
+    """The real train step, lowered under its mesh and logical-axis rules (what `search` compiles)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def lower(self, *args: Any) -> Any:
+        with jax.set_mesh(self.session.mesh), nn.logical_axis_rules(self.session.rules):
+            return self.session.train_step.jitted.lower(*args)
+
+
+def step_factory(cfg: NeoConfig, mesh: Mesh, rules: Any) -> tuple[_StepInContext, tuple[Any, Any]]:
+    """`neo.parallel.search`'s factory: the train step of `cfg` on `mesh` with `rules`, and its abstract inputs."""
+    session = build_session(cfg, mesh=mesh, rules=rules)
+    return _StepInContext(session), (session.layout.abstract, abstract_batch(session))
+
+
+def abstract_batch(session: Session) -> jax.ShapeDtypeStruct:
+    cfg = session.cfg
+    return jax.ShapeDtypeStruct((cfg.train.batch_size, cfg.model.n_ctx + 1), jnp.int32, sharding=session.batch_sharding)
+
+
+def _state_bytes_per_device(boxed_params: Any, rules: Any, sizes: dict[str, int], optimizer: str) -> float:
+    """Parameters, gradients and optimizer moments per device under `rules`: the pre-screen's memory floor."""
+    total = 0.0
+    for leaf in jax.tree.leaves(boxed_params, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)):
+        spec = nn.logical_to_mesh_axes(leaf.names, rules)
+        split = 1
+        for axes in spec:
+            for axis in (axes,) if isinstance(axes, str) else axes or ():
+                split *= sizes.get(axis, 1)
+        total += leaf.value.size * leaf.value.dtype.itemsize / split
+    copies = 4 if optimizer == "adam" else 2  # params + grads (+ two Adam moments)
+    return total * copies
+
+
+def _tensor_parallel_ways(candidate: Candidate, sizes: dict[str, int]) -> int:
+    mapping = parse_layout(candidate.layout)
+    axes = set(mapping.get("heads", ())) | set(mapping.get("mlp", ()))
+    return math.prod(sizes[a] for a in axes)
+
+
+@dataclass
+class LayoutSearch:
+    results: list[SearchResult]
+    exact: bool  # compiled by the target's own compiler (real devices or libtpu), not simulated CPU devices
+    screened: int  # candidates considered before compiling
+    compiled: int
+
+
+def search_layouts(
+    cfg: NeoConfig, *, and_mesh_shape: bool = False, exact_top: int = 4, progress: Any = None
+) -> LayoutSearch:
+    """Rank (mesh shape, layout) candidates for `cfg` on its mesh preset.
+
+    Pre-screen every candidate without compiling (divisibility and axis-reuse checks, then the analytic memory of
+    parameters, gradients and optimizer state), keep the `exact_top` most data-parallel survivors, compile the real
+    train step for each against abstract inputs, and rank by the compiler's per-device memory and estimated step time.
+    """
+    from neo.model.params import abstract_variables
+
+    devices, exact = target_devices(cfg.mesh)
+    n = len(devices)
+    cands = candidates(n, shape=cfg.mesh.shape, and_mesh_shape=and_mesh_shape)
+    boxed = abstract_variables(cfg.model)["params"]
+    check = layout_prescreen(boxed)
+    limit = memory_per_device(cfg.mesh, devices if exact else None)
+    survivors: list[tuple[int, float, Candidate]] = []
+    rejected: list[SearchResult] = []
+    for cand in cands:
+        axes = dict(resolve_mesh_shape(cand.shape, n))
+        rules = layout_rules(cand.layout, list(axes))
+        try:
+            check(cand, rules, axes)
+        except LayoutError as exc:
+            rejected.append(SearchResult(cand, None, False, math.inf, 0.0, str(exc)))
+            continue
+        floor = _state_bytes_per_device(boxed, rules, axes, cfg.optimizer.name)
+        if limit and floor > limit:
+            reason = f"parameters + optimizer state alone need {floor / GiB:.1f} GiB per device"
+            rejected.append(SearchResult(cand, None, False, math.inf, 0.0, reason))
+            continue
+        survivors.append((_tensor_parallel_ways(cand, axes), floor, cand))
+    survivors.sort(key=lambda t: (t[0], t[1]))
+    chosen = [c for _, _, c in survivors[:exact_top]]
+    results = search(
+        cfg,
+        cfg.mesh,
+        step_factory,
+        chosen,
+        memory_limit=limit,
+        peak_flops=cfg.mesh.peak_flops_per_device or peak_flops_per_device(cfg.mesh),
+        devices=devices,
+        progress=progress,
+    )
+    return LayoutSearch(results=results + rejected, exact=exact, screened=len(cands), compiled=len(chosen))

@@ -139,15 +139,23 @@ def micro_batch_count(cfg: NeoConfig, replicas: int) -> int:
     return per_replica // mb_rows
 
 
-def build_session(cfg: NeoConfig, run_dir: Path | None = None, devices: Any = None) -> Session:
-    """Assemble mesh, rules, model, optimizer and state layout for `cfg` (no parameters allocated yet)."""
+def build_session(
+    cfg: NeoConfig, run_dir: Path | None = None, devices: Any = None, mesh: Mesh | None = None, rules: Any = None
+) -> Session:
+    """Assemble mesh, rules, model, optimizer and state layout for `cfg` (no parameters allocated yet).
+
+    `run_dir` given means "about to train": the data is checked too. `mesh`/`rules` given (the layout search)
+    replace the ones `cfg.mesh` describes.
+    """
     if cfg.model.mlm_training:
         raise ConfigError(
             "model.mlm_training is not wired into the trainer yet (the model and the data pipeline's masking stage "
             "support it; the MLM loss in neo/train does not); train with model.mlm_training=false"
         )
-    mesh = mesh_lib.make_mesh(cfg.mesh, devices=devices)
-    rules = layout_lib.layout_rules(cfg.mesh.layout, mesh.axis_names)
+    if mesh is None:
+        mesh = mesh_lib.make_mesh(cfg.mesh, devices=devices)
+    if rules is None:
+        rules = layout_lib.layout_rules(cfg.mesh.layout, mesh.axis_names)
     model = GPTNeo(cfg.model)
     tx = build_optimizer(cfg.optimizer, cfg.train.steps)
     st_layout = state_layout(model, tx, mesh, rules)
@@ -175,6 +183,6 @@ def build_session(cfg: NeoConfig, run_dir: Path | None = None, devices: Any = No
         batch_sharding=NamedSharding(mesh, batch_spec),
         micro_batches=micro_batch_count(cfg, replicas),
         n_params=n_params,
-        peak_flops=peak_flops_per_device(cfg.mesh),
+        peak_flops=peak_flops_per_device(cfg.mesh) if run_dir is not None else cfg.mesh.peak_flops_per_device,
         card=card,
     )

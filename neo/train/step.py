@@ -15,20 +15,11 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding
 
-from neo.model.transformer import GPTNeo
+from neo.model.objectives import cross_entropy
+from neo.model.transformer import GPTNeo, total_aux_loss
 from neo.train.state import State, StateLayout
 
 Metrics = dict[str, jax.Array]
-
-
-def cross_entropy(logits: jax.Array, targets: jax.Array, z_loss: float = 0.0) -> tuple[jax.Array, jax.Array]:
-    """Mean token cross-entropy in fp32, and the PaLM z-loss term (z_loss · mean(log Z²)) when asked for."""
-    logits = logits.astype(jnp.float32)
-    log_z = jax.nn.logsumexp(logits, axis=-1)
-    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    ce = jnp.mean(log_z - target_logit)
-    zl = z_loss * jnp.mean(jnp.square(log_z)) if z_loss else jnp.zeros((), jnp.float32)
-    return ce, zl
 
 
 def loss_fn(model: GPTNeo, params: Any, batch: jax.Array, rng: jax.Array | None) -> tuple[jax.Array, Metrics]:
@@ -42,9 +33,9 @@ def loss_fn(model: GPTNeo, params: Any, batch: jax.Array, rng: jax.Array | None)
         rngs=None if deterministic else {"dropout": rng},
         mutable=["losses"],
     )
-    ce, zl = cross_entropy(logits, targets, getattr(model.config, "z_loss", 0.0))
-    aux = sum((jnp.sum(x) for x in jax.tree.leaves(extra.get("losses", {}))), jnp.zeros((), jnp.float32))
-    return ce + zl + aux, {"ce_loss": ce, "z_loss": zl, "aux_loss": aux}
+    ce = cross_entropy(logits, targets)
+    aux = total_aux_loss(extra.get("losses", {}))  # z-loss and MoE load balancing, sown by the model
+    return ce + aux, {"ce_loss": ce, "aux_loss": aux}
 
 
 def build_train_step(
@@ -86,7 +77,7 @@ def build_train_step(
             loss, parts, grads = jax.tree.map(lambda x: x / micro_batches, (loss, parts, grads))
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new_state = {"step": state["step"] + 1, "params": optax.apply_updates(params, updates), "opt_state": opt_state}
-        metrics = {"loss": loss, "lr": schedule(state["step"]), "grad_norm": optax.global_norm(grads), **parts}
+        metrics = {"loss": loss, "lr": schedule(state["step"]), "grad_norm": optax.tree.norm(grads), **parts}
         return new_state, metrics
 
     jitted = jax.jit(
@@ -101,7 +92,7 @@ def build_train_step(
     return run
 
 
-_PARTS = ("ce_loss", "z_loss", "aux_loss")
+_PARTS = ("ce_loss", "aux_loss")
 
 
 def build_eval_step(

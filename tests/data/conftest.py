@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from datahelpers import ID
 from tokenizers import Tokenizer, models, pre_tokenizers
+
+from tests.data.datahelpers import ID
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from datahelpers import write_jsonl
 
 from neo.data.corpus import CorpusStats, iter_documents, read_file, resolve_inputs
 from neo.errors import DataError
+from tests.data.datahelpers import write_jsonl
 
 DOCS = ["first doc", "second doc\nwith two lines", "third ünïcode ✓"]
 

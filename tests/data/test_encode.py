@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from datahelpers import ids, write_jsonl
 from tokenizers import Tokenizer
 
 from neo.data.card import dataset_card
 from neo.data.encode import EncodeProgress, encode_dataset
 from neo.data.tfrecord import read_records
 from neo.errors import DataError
+from tests.data.datahelpers import ids, write_jsonl
 
 EOS = 0
 

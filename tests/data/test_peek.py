@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from datahelpers import write_jsonl
 
 from neo.data.encode import encode_dataset
 from neo.data.peek import peek_dataset
 from neo.errors import DataError
+from tests.data.datahelpers import write_jsonl
 
 
 @pytest.fixture

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from datahelpers import write_jsonl
 
 from neo.data import pipeline
 from neo.data.config import DataConfig, DatasetConfig
 from neo.data.encode import encode_dataset
 from neo.data.pipeline import MlmOptions, check_data, eval_batches, mask_tokens, mlm_train_batches, train_batches
 from neo.errors import ConfigError, DataError
+from tests.data.datahelpers import write_jsonl
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 

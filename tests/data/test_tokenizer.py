@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from datahelpers import write_jsonl
 from tokenizers import Tokenizer
 
 from neo.data import tokenizer as tokmod
 from neo.data.tokenizer import EOS_TOKEN, PAD_TOKEN, load_tokenizer, train_tokenizer
 from neo.errors import DataError
+from tests.data.datahelpers import write_jsonl
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 20
 

@@ -8,7 +8,10 @@ import typer
 
 from neo.cli.common import out
 
-convert_app = typer.Typer(help="Convert checkpoints between neo and Hugging Face GPT-Neo.", no_args_is_help=True)
+convert_app = typer.Typer(
+    help="Convert checkpoints: Hugging Face GPT-Neo <-> neo, and original GPT-Neo (mesh-tf) -> neo.",
+    no_args_is_help=True,
+)
 
 
 @convert_app.command("from-hf")
@@ -39,5 +42,26 @@ def to_hf(
     out.print(f"wrote {to_hf_dir(run_dir, hf_dir)}")
 
 
+@convert_app.command("from-mtf")
+def from_mtf(
+    ckpt_prefix: str = typer.Argument(
+        ..., help="A GPT-Neo (mesh-tensorflow) checkpoint prefix, e.g. model.ckpt-362000"
+    ),
+    config_json: Path = typer.Argument(..., help="The GPT-Neo JSON config it was trained with."),
+    run_dir: Path = typer.Argument(..., help="The neo run directory to create."),
+) -> None:
+    """Bring a model trained with the original GPT-Neo into neo (Adam slots are ignored).
+
+    Example: neo convert from-mtf gs-copy/model.ckpt-362000 configs/gpt3_XL.json runs/xl
+    """
+    from neo.train.convert import from_mtf_dir
+
+    out.print(f"wrote {from_mtf_dir(ckpt_prefix, config_json, run_dir)}")
+
+
 def register(app: typer.Typer) -> None:
-    app.add_typer(convert_app, name="convert", help="Convert between neo run directories and Hugging Face GPT-Neo.")
+    app.add_typer(
+        convert_app,
+        name="convert",
+        help="Convert between neo run directories, Hugging Face GPT-Neo and GPT-Neo mesh-tf checkpoints.",
+    )

@@ -30,4 +30,4 @@ def eval_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("eval", help="Evaluate a run on held-out data. Example: neo eval runs/tiny")(eval_command)
+    app.command("eval", short_help="Evaluate a run on held-out data.")(eval_command)

@@ -98,7 +98,5 @@ def quickstart_command(
 
 def register(app: typer.Typer) -> None:
     app.command(
-        "quickstart",
-        help="Run the whole path (tokenizer, data, train, sample) on an embedded corpus, offline. "
-        "Example: neo quickstart --workdir /tmp/neo_quickstart",
+        "quickstart", short_help="Run the whole path (tokenizer, data, train, sample) on an embedded corpus, offline."
     )(quickstart_command)

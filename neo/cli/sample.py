@@ -10,8 +10,6 @@ import typer
 from neo.cli.common import err
 from neo.errors import DataError
 
-EXAMPLE = 'neo sample runs/tiny --prompt "The meaning of" --max-new-tokens 64 --temperature 0'
-
 
 def sample_command(
     source: Path = typer.Argument(..., help="A run directory (from neo train / neo convert) or a HF GPT-Neo dir."),
@@ -62,8 +60,9 @@ def sample_command(
         stop_at_eos=stop_at_eos,
         on_text=on_text,
     )
-    if stream and sys.stdout.isatty():
-        sys.stdout.write("\n")  # for the terminal only: piped stdout stays exactly prompt + continuation
+    if stream:
+        if sys.stdout.isatty():
+            sys.stdout.write("\n")  # for the terminal only: piped stdout stays exactly prompt + continuation
     else:
         for i, (p, t) in enumerate(zip(prompts, texts, strict=True)):
             err.print(f"[dim]--- sample {i}[/]")
@@ -72,4 +71,4 @@ def sample_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("sample", help=f"Generate text from a trained model. Example: {EXAMPLE}")(sample_command)
+    app.command("sample", short_help="Generate text from a trained model.")(sample_command)

@@ -9,8 +9,6 @@ from rich.progress import TextColumn
 
 from neo.cli.common import err, out, progress
 
-EXAMPLE = "neo train model=tiny data.dir=data/mycorpus train.steps=200 --run-dir runs/tiny"
-
 
 def train_command(
     overrides: list[str] = typer.Argument(None, help="Hydra overrides: model=, mesh=, data.dir=, train.steps=, ..."),
@@ -99,4 +97,4 @@ def run_with_progress(cfg, run_dir: Path):
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train", help=f"Train (or resume) a model. Example: {EXAMPLE}")(train_command)
+    app.command("train", short_help="Train (or resume) a model into a run directory.")(train_command)

@@ -69,3 +69,59 @@ def test_converted_run_is_refused_when_weights_are_not_safetensors(tmp_path: Pat
     (tmp_path / "hf" / "pytorch_model.bin").write_bytes(b"\0")
     assert run(["convert", "from-hf", str(tmp_path / "hf"), str(tmp_path / "run")]) == 2
     assert not (tmp_path / "run").exists()
+
+
+def test_neo_sample_on_a_converted_model_matches_transformers_greedy(
+    hf_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import GPTNeoForCausalLM
+
+    vocab = {chr(ord("a") + i): i for i in range(26)} | {"<|endoftext|>": 95}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    tok.decoder = decoders.Fuse()
+    run_dir = tmp_path / "run"
+    assert run(["convert", "from-hf", str(hf_dir), str(run_dir)]) == 0
+    tok.save(str(run_dir / "tokenizer.json"))
+    capsys.readouterr()
+    assert run(["sample", str(run_dir), "--prompt", "hello", "--temperature", "0", "--max-new-tokens", "12"]) == 0
+    text = capsys.readouterr().out
+    ids = tok.encode("hello").ids
+    with torch.no_grad():
+        expected = (
+            GPTNeoForCausalLM.from_pretrained(hf_dir)
+            .generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, eos_token_id=95, pad_token_id=95)[
+                0, len(ids) :
+            ]
+            .tolist()
+        )
+    if 95 in expected:
+        expected = expected[: expected.index(95)]
+    assert len(expected) >= 3  # a continuation long enough to compare
+    assert text == "hello" + tok.decode(expected)
+
+
+def test_from_mtf_cli_writes_a_run_directory(tmp_path: Path) -> None:
+    import json
+
+    from neo.model.mtf import from_mtf
+    from neo.train.checkpoint import load_run
+    from tests.model.test_mtf import ORIGINAL, _write_checkpoint
+
+    _write_checkpoint(tmp_path / "model.ckpt-1000")
+    (tmp_path / "config.json").write_text(json.dumps(ORIGINAL))
+    run_dir = tmp_path / "run"
+    assert (
+        run(["convert", "from-mtf", str(tmp_path / "model.ckpt-1000"), str(tmp_path / "config.json"), str(run_dir)])
+        == 0
+    )
+    cfg, params, _ = load_run(run_dir)
+    _, expected = from_mtf(str(tmp_path / "model.ckpt-1000"), ORIGINAL)
+    assert cfg.model.window_size == 3
+    np.testing.assert_array_equal(np.asarray(params["wte"]), expected["wte"])
+    assert (
+        run(["convert", "from-mtf", str(tmp_path / "nothing"), str(tmp_path / "config.json"), str(tmp_path / "r2")])
+        == 2
+    )

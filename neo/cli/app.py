@@ -28,6 +28,19 @@ def _quiet_libraries() -> None:
 
 _quiet_libraries()
 
+
+def _persistent_compilation_cache() -> None:
+    """Compiled XLA programs are kept on disk, so a repeated `neo sample`/`neo train` skips recompilation."""
+    import jax
+
+    from neo.parallel.flops import cache_dir
+
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+_persistent_compilation_cache()
+
 err_console = Console(stderr=True)
 app = typer.Typer(
     name="neo",

@@ -14,11 +14,31 @@ def eval_command(
     run_dir: Path = typer.Argument(..., help="A run directory written by neo train."),
     overrides: list[str] = typer.Argument(None, help="Overrides, e.g. data.eval_dir=DIR train.eval_steps=50"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    task: str = typer.Option(None, "--task", help="A task instead of the eval data: lambada."),
+    path: Path = typer.Option(None, "--path", help="The task's local data file (lambada: .jsonl with 'text')."),
 ) -> None:
-    """Eval loss, perplexity and bits per byte of the latest checkpoint.
+    """Eval loss, perplexity and bits per byte of the latest checkpoint, or a task's score.
 
     Example: neo eval runs/tiny data.eval_dir=data/heldout train.eval_steps=20
+    Example: neo eval runs/tiny --task lambada --path lambada_test.jsonl
     """
+    from neo.errors import DataError
+
+    if task is not None:
+        if task != "lambada" or path is None:
+            raise DataError("tasks: --task lambada --path FILE.jsonl (a local LAMBADA file; nothing is downloaded)")
+        from neo.train.lambada import lambada
+        from neo.train.sampling import load_for_sampling
+
+        loaded = load_for_sampling(run_dir)
+        row = lambada(loaded.model, loaded.params, loaded.tokenizer, path)
+        out.print(
+            json.dumps(row)
+            if as_json
+            else f"LAMBADA: accuracy {row['lambada_acc']:.2%}, "
+            f"perplexity {row['lambada_ppl']:.2f} over {row['lambada_examples']} passages"
+        )
+        return
     from neo.train.loop import evaluate_run
 
     row = evaluate_run(run_dir, overrides or [])

@@ -49,7 +49,7 @@ class TrainConfig:
     keep_checkpoints: int = 3  # newest checkpoints kept
     eval_every: int = 0  # steps between evals (0 = at each checkpoint)
     eval_steps: int = 10  # eval batches per evaluation (0 = no eval)
-    predict_steps: int = 0  # new tokens sampled from predict_prompt at each checkpoint (0 = off)
+    predict_steps: int = 0  # greedy tokens sampled from predict_prompt at each checkpoint, to samples.jsonl (0 = off)
     predict_prompt: str = "The"
     async_checkpointing: bool = True  # write checkpoints in the background while training continues
 

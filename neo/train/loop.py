@@ -38,6 +38,7 @@ class Hooks:
     on_step: StepHook = lambda row: None
     on_eval: StepHook = lambda row: None
     on_checkpoint: StepHook = lambda info: None
+    on_predict: StepHook = lambda row: None
 
 
 @dataclass
@@ -192,6 +193,10 @@ def train(cfg: NeoConfig, run_dir: str | Path, hooks: Hooks | None = None) -> Tr
                 if save_now:
                     ckpts.save(step, state, {"seed": tcfg.seed})
                     hooks.on_checkpoint({"step": step})
+                    if tcfg.predict_steps and is_chief:
+                        row = predict(cfg, run_dir, state["params"], step)
+                        if row is not None:
+                            hooks.on_predict(row)
                 if stop.signalled:
                     result.stopped_by_signal = True
                     break
@@ -202,6 +207,27 @@ def train(cfg: NeoConfig, run_dir: str | Path, hooks: Hooks | None = None) -> Tr
             writer.close()
     result.final_step = step
     return result
+
+
+def predict(cfg: NeoConfig, run_dir: Path, params: Any, step: int) -> dict[str, Any] | None:
+    """GPT-Neo's `predict_steps`: a greedy sample from `train.predict_prompt`, appended to RUN_DIR/samples.jsonl."""
+    import json
+
+    from neo.train.sampling import Loaded, sample_texts
+
+    tok_path = run_dir / "tokenizer.json"
+    if not tok_path.is_file():
+        return None
+    from neo.data.tokenizer import eos_id, load_tokenizer
+
+    tok = load_tokenizer(tok_path)
+    loaded = Loaded(model=cfg.model, params=params, tokenizer=tok, eos_id=eos_id(tok))
+    prompt = cfg.train.predict_prompt
+    text = sample_texts(loaded, [prompt], max_new_tokens=cfg.train.predict_steps, temperature=0.0)[0]
+    row = {"step": step, "prompt": prompt, "text": text}
+    with (run_dir / "samples.jsonl").open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    return row
 
 
 def copy_tokenizer(src: Path | None, run_dir: Path) -> None:

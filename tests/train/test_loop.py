@@ -45,6 +45,16 @@ def test_run_directory_contents_and_learning(
     assert "eval_bpb" in evals[-1]
 
 
+def test_predict_steps_write_samples_at_each_checkpoint(
+    tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides: Callable
+) -> None:
+    run = tmp_path / "run"
+    train(compose(tiny_overrides(tiny_dataset, run, "train.predict_steps=5", "train.predict_prompt=the model")), run)
+    rows = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 6]
+    assert all(r["prompt"] == "the model" and isinstance(r["text"], str) for r in rows)
+
+
 def test_resume_continues_exactly(tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides: Callable) -> None:
     straight = tmp_path / "straight"
     train(compose(tiny_overrides(tiny_dataset, straight)), straight)

@@ -99,7 +99,8 @@ def step_factory(cfg: NeoConfig, mesh: Mesh, rules: Any) -> tuple[_StepInContext
 
 def abstract_batch(session: Session) -> jax.ShapeDtypeStruct:
     cfg = session.cfg
-    return jax.ShapeDtypeStruct((cfg.train.batch_size, cfg.model.n_ctx + 1), jnp.int32, sharding=session.batch_sharding)
+    rows = (cfg.train.batch_size, 2) if cfg.model.mlm_training else (cfg.train.batch_size,)  # see step.loss_fn
+    return jax.ShapeDtypeStruct((*rows, cfg.model.n_ctx + 1), jnp.int32, sharding=session.batch_sharding)
 
 
 def _state_bytes_per_device(boxed_params: Any, rules: Any, sizes: dict[str, int], optimizer: str) -> float:

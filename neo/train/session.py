@@ -89,22 +89,30 @@ class Session:
         return state, step
 
     # -- data ----------------------------------------------------------------------------------------------------
-    def global_batch(self, local: np.ndarray) -> jax.Array:
-        """Assemble the global batch from each host's rows (one host: just a sharded device_put)."""
+    def global_batch(self, local: np.ndarray | pipeline.MlmBatch) -> jax.Array:
+        """Assemble the global batch from each host's rows (one host: just a sharded device_put).
+
+        An MLM batch travels as one [rows, 2, n_ctx + 1] array: masked inputs and labels (see `step.loss_fn`).
+        """
+        if isinstance(local, pipeline.MlmBatch):
+            local = np.stack([local.inputs, local.labels], axis=1)
         return jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(local, np.int32))
 
-    def train_batches(self, start_step: int) -> Iterator[np.ndarray]:
-        return pipeline.train_batches(
-            self.cfg.data,
-            n_ctx=self.cfg.model.n_ctx,
-            batch_size=self.cfg.train.batch_size,
-            seed=self.cfg.train.seed,
-            start_step=start_step,
-            host_index=jax.process_index(),
-            host_count=jax.process_count(),
-        )
+    def train_batches(self, start_step: int) -> Iterator[np.ndarray | pipeline.MlmBatch]:
+        common = {
+            "n_ctx": self.cfg.model.n_ctx,
+            "batch_size": self.cfg.train.batch_size,
+            "seed": self.cfg.train.seed,
+            "start_step": start_step,
+            "host_index": jax.process_index(),
+            "host_count": jax.process_count(),
+        }
+        if self.cfg.model.mlm_training:
+            mlm = pipeline.MlmOptions.from_model(self.cfg.model)
+            return pipeline.mlm_train_batches(self.cfg.data, mlm=mlm, vocab_size=self.cfg.model.n_vocab, **common)
+        return pipeline.train_batches(self.cfg.data, **common)
 
-    def eval_batches(self) -> Iterator[np.ndarray] | None:
+    def eval_batches(self) -> Iterator[np.ndarray | pipeline.MlmBatch] | None:
         if not self.cfg.train.eval_steps or not self.cfg.data.eval_dir:
             return None
         batches = pipeline.eval_batches(
@@ -114,7 +122,15 @@ class Session:
             host_index=jax.process_index(),
             host_count=jax.process_count(),
         )
-        return (b for _, b in zip(range(self.cfg.train.eval_steps), batches, strict=False))
+        batches = (b for _, b in zip(range(self.cfg.train.eval_steps), batches, strict=False))
+        if self.cfg.model.mlm_training:  # the same masks at every evaluation
+            mlm = pipeline.MlmOptions.from_model(self.cfg.model)
+            vocab = self.cfg.model.n_vocab
+            return (
+                pipeline.mask_tokens(b, mlm, vocab, np.random.default_rng([self.cfg.train.seed, i]))
+                for i, b in enumerate(batches)
+            )
+        return batches
 
 
 def _replicas(mesh: Mesh, batch_spec: Any) -> int:
@@ -147,11 +163,6 @@ def build_session(
     `run_dir` given means "about to train": the data is checked too. `mesh`/`rules` given (the layout search)
     replace the ones `cfg.mesh` describes.
     """
-    if cfg.model.mlm_training:
-        raise ConfigError(
-            "model.mlm_training is not wired into the trainer yet (the model and the data pipeline's masking stage "
-            "support it; the MLM loss in neo/train does not); train with model.mlm_training=false"
-        )
     if mesh is None:
         mesh = mesh_lib.make_mesh(cfg.mesh, devices=devices)
     if rules is None:

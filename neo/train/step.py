@@ -23,8 +23,16 @@ Metrics = dict[str, jax.Array]
 
 
 def loss_fn(model: GPTNeo, params: Any, batch: jax.Array, rng: jax.Array | None) -> tuple[jax.Array, Metrics]:
-    """Next-token loss of a [batch, n_ctx + 1] token block, plus every auxiliary loss the model sowed."""
-    inputs, targets = batch[:, :-1], batch[:, 1:]
+    """The training loss of one batch, plus every auxiliary loss the model sowed.
+
+    Next-token LM: `batch` is [batch, n_ctx + 1] tokens. MLM (`model.mlm_training`): `batch` is [batch, 2, n_ctx + 1],
+    the masked inputs and the labels (the original token where masked, -1 elsewhere); only masked positions count.
+    """
+    if model.config.mlm_training:
+        inputs, labels = batch[:, 0, :-1], batch[:, 1, :-1]
+        targets, weights = jnp.maximum(labels, 0), (labels >= 0).astype(jnp.float32)
+    else:
+        inputs, targets, weights = batch[:, :-1], batch[:, 1:], None
     deterministic = rng is None
     logits, extra = model.apply(
         {"params": params},
@@ -33,7 +41,7 @@ def loss_fn(model: GPTNeo, params: Any, batch: jax.Array, rng: jax.Array | None)
         rngs=None if deterministic else {"dropout": rng},
         mutable=["losses"],
     )
-    ce = cross_entropy(logits, targets)
+    ce = cross_entropy(logits, targets, weights)
     aux = total_aux_loss(extra.get("losses", {}))  # z-loss and MoE load balancing, sown by the model
     return ce + aux, {"ce_loss": ce, "aux_loss": aux}
 

@@ -17,6 +17,7 @@ import pytest
 
 from neo.config import compose
 from neo.errors import CheckpointError, TrainingError
+from neo.train.dry_run import dry_run
 from neo.train.loop import train
 
 
@@ -53,6 +54,17 @@ def test_predict_steps_write_samples_at_each_checkpoint(
     rows = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [3, 6]
     assert all(r["prompt"] == "the model" and isinstance(r["text"], str) for r in rows)
+
+
+def test_mlm_training_learns_on_masked_positions(
+    tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides: Callable
+) -> None:
+    run = tmp_path / "run"
+    mlm = ["model.mlm_training=true", "model.mlm_mask_id=1", "model.mlm_mask_ignore_ids=[0]", "model.mlm_mask_prob=0.3"]
+    result = train(compose(tiny_overrides(tiny_dataset, run, "train.steps=20", "train.checkpoint_every=20", *mlm)), run)
+    (first_step, first), (last_step, last) = result.eval_losses[0], result.eval_losses[-1]
+    assert (first_step, last_step) == (0, 20) and last < first - 0.5
+    assert dry_run(compose([*mlm, "model=tiny", "model.n_vocab=320", "train.batch_size=8"])).peak_bytes > 0
 
 
 def test_resume_continues_exactly(tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides: Callable) -> None:

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from neo.config import NeoConfig, load, to_yaml
-from neo.errors import CheckpointError, TrainingError
+from neo.errors import CheckpointError, ConfigError, TrainingError
 from neo.train.checkpoint import Checkpoints
 from neo.train.metrics import MetricsWriter, flops_per_token
 from neo.train.session import Session, build_session
@@ -108,6 +108,8 @@ def train(cfg: NeoConfig, run_dir: str | Path, hooks: Hooks | None = None) -> Tr
     hooks = hooks or Hooks()
     run_dir = Path(run_dir)
     is_chief = jax.process_index() == 0
+    if cfg.train.predict_steps and jax.process_count() > 1:
+        raise ConfigError("train.predict_steps samples on one process only for now; set train.predict_steps=0")
     if is_chief:
         prepare_run_dir(cfg, run_dir)
     session = build_session(cfg, run_dir)

@@ -39,6 +39,7 @@ def main() -> None:
         start = time.perf_counter()
         generate(cfg, params, prompts, max_new_tokens=args.new, temperature=0.0)
         first_run = time.perf_counter() - start
+        generate(cfg, params, prompts, max_new_tokens=1, temperature=0.0)  # compiles this cache-length bucket
         start = time.perf_counter()
         generate(cfg, params, prompts, max_new_tokens=1, temperature=0.0)
         ttft = time.perf_counter() - start
@@ -66,6 +67,7 @@ def main() -> None:
             start = time.perf_counter()
             model.generate(ids, max_new_tokens=args.new, min_new_tokens=args.new, **kwargs)
             first_run = time.perf_counter() - start
+            model.generate(ids, max_new_tokens=1, **kwargs)
             start = time.perf_counter()
             model.generate(ids, max_new_tokens=1, **kwargs)
             ttft = time.perf_counter() - start

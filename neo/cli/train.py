@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import TextColumn
 
 from neo.cli.common import err, out, progress
+
+if TYPE_CHECKING:
+    from neo.config import NeoConfig
+    from neo.train.loop import TrainResult
 
 
 def train_command(
@@ -55,7 +60,7 @@ def train_command(
     out.print(f"run {result.run_dir}: steps {result.start_step} → {result.final_step}")
 
 
-def run_with_progress(cfg, run_dir: Path):
+def run_with_progress(cfg: NeoConfig, run_dir: Path) -> TrainResult:
     """Run `neo.train.loop.train` with a live rich progress line (step, loss, tokens/s, MFU, ETA)."""
     from neo.train.loop import Hooks, train
 

@@ -110,9 +110,9 @@ def train(cfg: NeoConfig, run_dir: str | Path, hooks: Hooks | None = None) -> Tr
     is_chief = jax.process_index() == 0
     if cfg.train.predict_steps and jax.process_count() > 1:
         raise ConfigError("train.predict_steps samples on one process only for now; set train.predict_steps=0")
+    session = build_session(cfg, run_dir)  # every user error (config, data, layout) surfaces before anything is written
     if is_chief:
         prepare_run_dir(cfg, run_dir)
-    session = build_session(cfg, run_dir)
     if is_chief and session.card is not None:
         copy_tokenizer(Path(cfg.data.dir) / session.card.tokenizer, run_dir)
     tcfg = cfg.train
@@ -215,13 +215,12 @@ def predict(cfg: NeoConfig, run_dir: Path, params: Any, step: int) -> dict[str, 
     """GPT-Neo's `predict_steps`: a greedy sample from `train.predict_prompt`, appended to RUN_DIR/samples.jsonl."""
     import json
 
+    from neo.data.tokenizer import eos_id, load_tokenizer
     from neo.train.sampling import Loaded, sample_texts
 
     tok_path = run_dir / "tokenizer.json"
     if not tok_path.is_file():
         return None
-    from neo.data.tokenizer import eos_id, load_tokenizer
-
     tok = load_tokenizer(tok_path)
     loaded = Loaded(model=cfg.model, params=params, tokenizer=tok, eos_id=eos_id(tok))
     prompt = cfg.train.predict_prompt

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from neo.config import compose
-from neo.errors import CheckpointError, TrainingError
+from neo.errors import CheckpointError, ConfigError, TrainingError
 from neo.train.dry_run import dry_run
 from neo.train.loop import train
 
@@ -75,6 +75,15 @@ def test_resume_continues_exactly(tiny_dataset: dict[str, Path], tmp_path: Path,
     result = train(compose(tiny_overrides(tiny_dataset, resumed)), resumed)
     assert result.start_step == 3 and result.final_step == 6
     assert losses(resumed) == losses(straight)  # bit-identical on CPU
+
+
+def test_a_user_error_leaves_no_run_directory(
+    tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides: Callable
+) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"data\.dir"):
+        train(compose([*tiny_overrides(tiny_dataset, run), "data.dir="]), run)
+    assert not run.exists()
 
 
 def test_resume_refuses_a_different_model(

@@ -35,6 +35,8 @@ def test_overrides_apply_and_are_typed() -> None:
         (["optimizer.name=sgd"], "adam, adafactor"),
         (["model.n_embd=100", "model.n_head=3"], "divisible"),
         (["model.activation_function=gelux"], "gelu"),
+        (["train.loss_chunks=3"], "must divide model.n_ctx"),
+        (["train.loss_chunks=0"], "train.loss_chunks must be positive"),
     ],
 )
 def test_mistakes_fail_fast_with_one_line(overrides: list[str], expected: str) -> None:

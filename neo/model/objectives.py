@@ -1,20 +1,125 @@
-"""The training objective: weighted cross-entropy in float32.
+"""The training objective: weighted cross-entropy in float32, plus the z-loss.
 
 Next-token LM uses it unweighted; with `mlm_training` the weights select the masked positions (the masking itself is
-a data-pipeline stage, `neo.data.pipeline.mask_tokens`). z-loss and MoE losses are sown by the model itself.
+a data-pipeline stage, `neo.data.pipeline.mask_tokens`). MoE balance losses are sown by the model itself.
+
+The trainer uses `lm_head_loss`, which fuses the vocab projection with the loss: its forward pass also forms the
+gradients of the hidden states and of the output embedding, so the [tokens, vocab] logits are walked once and never
+kept for the backward pass (nor transposed for the weight gradient) — on CPU the head's backward is ~30% faster, and
+`chunks > 1` bounds the logits' memory for large vocabularies.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 
 
+def _picked(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """logits[..., target] by a one-hot compare: it fuses into the softmax's elementwise pass, where a gather's
+    gradient would be a scatter (slow on CPU, and a collective when the vocab is sharded)."""
+    vocab = jnp.arange(logits.shape[-1], dtype=targets.dtype)
+    return jnp.sum(jnp.where(targets[..., None] == vocab, logits, 0.0), axis=-1)
+
+
+def z_loss(lse: jax.Array, coef: float) -> jax.Array:
+    """PaLM's z-loss: coef · mean(logsumexp(logits)²), which keeps the softmax normaliser near 1."""
+    return coef * jnp.mean(jnp.square(lse))
+
+
 def cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array | None = None) -> jax.Array:
     """Weighted mean next-token (or masked-token) cross-entropy in float32."""
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    logits = logits.astype(jnp.float32)
+    nll = jax.nn.logsumexp(logits, axis=-1) - _picked(logits, targets)
     if weights is None:
         return nll.mean()
     weights = weights.astype(jnp.float32)
     return (nll * weights).sum() / jnp.maximum(weights.sum(), 1.0)
+
+
+def lm_head_loss(
+    x: jax.Array,
+    head: jax.Array,
+    targets: jax.Array,
+    weights: jax.Array | None = None,
+    *,
+    z_coef: float = 0.0,
+    chunks: int = 1,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """(ce + z-loss, (ce, z-loss)) of hidden states x [batch, length, embd] under the output embedding [vocab, embd].
+
+    Equals `cross_entropy(x @ head.T, targets, weights) + z_loss(...)` in value and gradient. The pair of parts is a
+    metric: gradients flow through the first output only. `chunks` splits the sequence (it must divide the length).
+    """
+    if x.shape[1] % chunks:
+        raise ValueError(f"lm_head_loss: chunks={chunks} does not divide the sequence length {x.shape[1]}")
+    weights = jnp.ones(targets.shape, jnp.float32) if weights is None else weights.astype(jnp.float32)
+    total, parts = _fused_loss(x, head, targets, weights, z_coef, chunks)
+    return total, jax.lax.stop_gradient(parts)
+
+
+def _chunked(a: jax.Array, chunks: int) -> jax.Array:
+    """[batch, length, ...] -> [chunks, batch, length / chunks, ...]: split the sequence, keep the batch sharding."""
+    return a.reshape(a.shape[0], chunks, a.shape[1] // chunks, *a.shape[2:]).swapaxes(0, 1)
+
+
+def _unchunked(a: jax.Array) -> jax.Array:
+    a = a.swapaxes(0, 1)
+    return a.reshape(a.shape[0], a.shape[1] * a.shape[2], *a.shape[3:])
+
+
+def _pass(x, head, targets, weights, z_coef, chunks, *, with_grads: bool):
+    """Loss sums over sequence chunks, and with `with_grads` the gradients of (ce + z-loss) for x and head."""
+    denom = jnp.maximum(weights.sum(), 1.0)
+    n_tokens = targets.size
+
+    def body(carry, xs):
+        ce_sum, z_sum, d_head = carry
+        xc, tc, wc = xs
+        logits = jnp.einsum("bld,vd->blv", xc, head, preferred_element_type=jnp.float32)
+        lse = jax.nn.logsumexp(logits, axis=-1)
+        ce_sum += jnp.sum(wc * (lse - _picked(logits, tc)))
+        z_sum += jnp.sum(jnp.square(lse))
+        if not with_grads:
+            return (ce_sum, z_sum, d_head), None
+        probs = jnp.exp(logits - lse[..., None])
+        onehot = tc[..., None] == jnp.arange(logits.shape[-1], dtype=tc.dtype)
+        d_logits = (wc / denom)[..., None] * (probs - onehot) + (2 * z_coef / n_tokens * lse)[..., None] * probs
+        d_logits = d_logits.astype(x.dtype)
+        dx = jnp.einsum("blv,vd->bld", d_logits, head, preferred_element_type=jnp.float32).astype(x.dtype)
+        # accumulated as [embd, vocab] (transposed once at the end): contracting over tokens then needs no
+        # transposed copy of the big d_logits, only of the small hidden chunk
+        d_head += jnp.einsum("bld,blv->dv", xc, d_logits, preferred_element_type=jnp.float32)
+        return (ce_sum, z_sum, d_head), dx
+
+    zero = jnp.zeros((), jnp.float32)
+    d_head0 = jnp.zeros(head.shape[::-1], jnp.float32) if with_grads else zero
+    xs = (_chunked(x, chunks), _chunked(targets, chunks), _chunked(weights, chunks))
+    if chunks == 1:
+        (ce_sum, z_sum, d_head), dx = body((zero, zero, d_head0), jax.tree.map(lambda a: a[0], xs))
+    else:
+        (ce_sum, z_sum, d_head), dx = jax.lax.scan(body, (zero, zero, d_head0), xs)
+        dx = None if dx is None else _unchunked(dx)
+    ce, z = ce_sum / denom, z_coef * z_sum / n_tokens
+    return (ce + z, (ce, z)), (dx, d_head.T if with_grads else d_head)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _fused_loss(x, head, targets, weights, z_coef, chunks):
+    return _pass(x, head, targets, weights, z_coef, chunks, with_grads=False)[0]
+
+
+def _fused_fwd(x, head, targets, weights, z_coef, chunks):
+    out, (dx, d_head) = _pass(x, head, targets, weights, z_coef, chunks, with_grads=True)
+    return out, (dx, d_head.astype(head.dtype))
+
+
+def _fused_bwd(z_coef, chunks, residuals, cotangents):
+    dx, d_head = residuals
+    g = cotangents[0]  # the parts are stop_gradient'ed by lm_head_loss
+    return (dx * g.astype(dx.dtype), d_head * g.astype(d_head.dtype), None, None)
+
+
+_fused_loss.defvjp(_fused_fwd, _fused_bwd)

@@ -22,6 +22,7 @@ from neo.model.config import ModelConfig
 from neo.model.mlp import MLP
 from neo.model.moe import MoE
 from neo.model.norms import LayerNorm, pre_norm
+from neo.model.objectives import z_loss
 from neo.model.positions import PositionEmbedding
 
 REMAT_POLICIES = {
@@ -90,11 +91,16 @@ class GPTNeo(nn.Module):
         valid: jax.Array | None = None,
         cache: list[Cache] | None = None,
         cache_index: jax.Array | int = 0,
+        last_only: bool = False,
+        features_only: bool = False,
     ) -> Any:
         """tokens int32 [batch, length] -> float32 logits [batch, length, n_vocab].
 
         With `cache` (see neo.model.decode), also returns the updated cache; `positions`/`valid` then describe the
-        chunk (left-padded rows have valid=False on their padding).
+        chunk (left-padded rows have valid=False on their padding). `last_only` keeps the last position's logits
+        only (decoding needs no others; for a 128-token prefill the full vocab projection is a third of the work).
+        `features_only` returns the final hidden states (after ln_f) instead of logits: the trainer fuses the vocab
+        projection into its loss (`neo.model.objectives.lm_head_loss`, with `output_embedding`).
         """
         cfg = self.config
         b, length = tokens.shape
@@ -130,18 +136,28 @@ class GPTNeo(nn.Module):
                 new_cache.append(c)
             cache = None if cache is None else new_cache
 
-        x = LayerNorm(cfg, name="ln_f")(x)
+        x = LayerNorm(cfg, name="ln_f")(x[:, -1:] if last_only else x)
         if cfg.no_weight_tie:
             head = param(
                 self, "lm_head", normal(dense_std(cfg, cfg.n_embd)), (cfg.n_embd, cfg.n_vocab), ("embd", "vocab"), cfg
             )
+        if features_only:
+            return (x, cache) if use_cache else x
+        if cfg.no_weight_tie:
             logits = jnp.einsum("bld,dv->blv", x, head, preferred_element_type=jnp.float32)
         else:
             logits = jnp.einsum("bld,vd->blv", x, wte, preferred_element_type=jnp.float32)
         logits = constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
         if cfg.z_loss:
-            self.sow("losses", "z_loss", cfg.z_loss * jnp.mean(jnp.square(jax.nn.logsumexp(logits, -1))))
+            self.sow("losses", "z_loss", z_loss(jax.nn.logsumexp(logits, -1), cfg.z_loss))
         return (logits, cache) if use_cache else logits
+
+
+def output_embedding(cfg: ModelConfig, params: Any) -> jax.Array:
+    """The output projection as [vocab, embd] in the compute dtype: wte when tied, else lm_head transposed."""
+    params = nn.meta.unbox(params)
+    head = params["lm_head"].T if cfg.no_weight_tie else params["wte"]
+    return head.astype(dtype_of(cfg.precision))
 
 
 def total_aux_loss(losses: Any) -> jax.Array:

@@ -52,9 +52,12 @@ class TrainConfig:
     predict_steps: int = 0  # greedy tokens sampled from predict_prompt at each checkpoint, to samples.jsonl (0 = off)
     predict_prompt: str = "The"
     async_checkpointing: bool = True  # write checkpoints in the background while training continues
+    # split the fused vocab projection + loss into this many sequence chunks: bounds the [tokens, vocab] logits'
+    # memory for large vocabularies (must divide model.n_ctx)
+    loss_chunks: int = 1
 
     def validate(self) -> None:
-        for key in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
+        for key in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "loss_chunks"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"train.{key} must be positive, got {getattr(self, key)}")
         for key in ("tokens_per_mb_per_replica", "eval_every", "eval_steps", "predict_steps"):

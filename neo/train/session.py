@@ -61,8 +61,11 @@ class Session:
             self.rules,
             micro_batches=self.micro_batches,
             seed=self.cfg.train.seed,
+            loss_chunks=self.cfg.train.loss_chunks,
         )
-        self.eval_step = step_lib.build_eval_step(self.model, self.layout, self.batch_sharding, self.mesh, self.rules)
+        self.eval_step = step_lib.build_eval_step(
+            self.model, self.layout, self.batch_sharding, self.mesh, self.rules, self.cfg.train.loss_chunks
+        )
 
     # -- state ---------------------------------------------------------------------------------------------------
     def fresh_state(self) -> State:

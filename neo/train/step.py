@@ -15,35 +15,41 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding
 
-from neo.model.objectives import cross_entropy
-from neo.model.transformer import GPTNeo, total_aux_loss
+from neo.model.objectives import lm_head_loss
+from neo.model.transformer import GPTNeo, output_embedding, total_aux_loss
 from neo.train.state import State, StateLayout
 
 Metrics = dict[str, jax.Array]
 
 
-def loss_fn(model: GPTNeo, params: Any, batch: jax.Array, rng: jax.Array | None) -> tuple[jax.Array, Metrics]:
+def loss_fn(
+    model: GPTNeo, params: Any, batch: jax.Array, rng: jax.Array | None, loss_chunks: int = 1
+) -> tuple[jax.Array, Metrics]:
     """The training loss of one batch, plus every auxiliary loss the model sowed.
 
     Next-token LM: `batch` is [batch, n_ctx + 1] tokens. MLM (`model.mlm_training`): `batch` is [batch, 2, n_ctx + 1],
     the masked inputs and the labels (the original token where masked, -1 elsewhere); only masked positions count.
+    The vocab projection is fused into the loss (`lm_head_loss`); `loss_chunks` splits it along the sequence.
     """
-    if model.config.mlm_training:
+    cfg = model.config
+    if cfg.mlm_training:
         inputs, labels = batch[:, 0, :-1], batch[:, 1, :-1]
         targets, weights = jnp.maximum(labels, 0), (labels >= 0).astype(jnp.float32)
     else:
         inputs, targets, weights = batch[:, :-1], batch[:, 1:], None
     deterministic = rng is None
-    logits, extra = model.apply(
+    features, extra = model.apply(
         {"params": params},
         inputs,
         deterministic=deterministic,
         rngs=None if deterministic else {"dropout": rng},
         mutable=["losses"],
+        features_only=True,
     )
-    ce = cross_entropy(logits, targets, weights)
-    aux = total_aux_loss(extra.get("losses", {}))  # z-loss and MoE load balancing, sown by the model
-    return ce + aux, {"ce_loss": ce, "aux_loss": aux}
+    head = output_embedding(cfg, params)
+    loss, (ce, z) = lm_head_loss(features, head, targets, weights, z_coef=cfg.z_loss, chunks=loss_chunks)
+    aux = z + total_aux_loss(extra.get("losses", {}))  # z-loss, plus the MoE balance losses the model sowed
+    return loss + total_aux_loss(extra.get("losses", {})), {"ce_loss": ce, "aux_loss": aux}
 
 
 def build_train_step(
@@ -56,6 +62,7 @@ def build_train_step(
     rules: Any,
     micro_batches: int = 1,
     seed: int = 0,
+    loss_chunks: int = 1,
 ) -> Callable[[State, jax.Array], tuple[State, Metrics]]:
     """A jitted `step(state, batch) -> (state, metrics)`.
 
@@ -64,7 +71,7 @@ def build_train_step(
     Dropout keys are a pure function of (seed, step), so a resumed run draws the same masks.
     """
     base_key = jax.random.key(seed + 1)
-    grad_fn = jax.value_and_grad(lambda p, b, r: loss_fn(model, p, b, r), has_aux=True)
+    grad_fn = jax.value_and_grad(lambda p, b, r: loss_fn(model, p, b, r, loss_chunks), has_aux=True)
 
     def step(state: State, batch: jax.Array) -> tuple[State, Metrics]:
         params = state["params"]
@@ -104,12 +111,12 @@ _PARTS = ("ce_loss", "aux_loss")
 
 
 def build_eval_step(
-    model: GPTNeo, layout: StateLayout, batch_sharding: NamedSharding, mesh: Mesh, rules: Any
+    model: GPTNeo, layout: StateLayout, batch_sharding: NamedSharding, mesh: Mesh, rules: Any, loss_chunks: int = 1
 ) -> Callable[[Any, jax.Array], jax.Array]:
     """A jitted `eval(params, batch) -> mean cross-entropy` (no dropout, no auxiliary terms)."""
 
     def evaluate(params: Any, batch: jax.Array) -> jax.Array:
-        return loss_fn(model, params, batch, None)[1]["ce_loss"]
+        return loss_fn(model, params, batch, None, loss_chunks)[1]["ce_loss"]
 
     jitted = jax.jit(evaluate, in_shardings=(layout.shardings["params"], batch_sharding))
 

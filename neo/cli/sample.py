@@ -22,12 +22,29 @@ def sample_command(
     seed: int = typer.Option(0, "--seed"),
     num_samples: int = typer.Option(1, "--num-samples", min=1),
     stop_at_eos: bool = typer.Option(True, "--stop-at-eos/--no-stop-at-eos"),
+    mesh: str = typer.Option(
+        None,
+        "--mesh",
+        help="Run sharded over the devices present: 'run' = the run's own mesh.shape and mesh.layout, or a mesh "
+        "shape such as x:2,y:4. Default: one device.",
+    ),
+    layout: str = typer.Option(
+        None,
+        "--layout",
+        help="With --mesh SHAPE: the layout, e.g. heads:y,mlp:y (default: the run's mesh.layout; empty = batch "
+        "over every axis).",
+    ),
 ) -> None:
     """Generate text. With --temperature 0 stdout is exactly the prompt followed by its greedy continuation.
 
+    A model larger than one device samples sharded with --mesh: its parameters are restored straight into the
+    layout's shardings and the KV cache is split by batch and heads, exactly as training lays the model out.
+
     Example: neo sample runs/tiny --prompt "The meaning of" --max-new-tokens 64 --temperature 0
+
+    Example: neo sample runs/xl --prompt "Hello" --mesh x:1,y:8 --layout heads:y,mlp:y,vocab:y
     """
-    from neo.train.sampling import load_for_sampling, sample_texts
+    from neo.train.sampling import load_for_sampling, mesh_for_sampling, sample_texts
 
     if (prompt is None) == (prompt_file is None):
         raise DataError("pass exactly one of --prompt TEXT or --prompt-file FILE")
@@ -38,7 +55,7 @@ def sample_command(
     else:
         prompts = [prompt]
     prompts = [p for p in prompts for _ in range(num_samples)]
-    loaded = load_for_sampling(source)
+    loaded = load_for_sampling(source, *mesh_for_sampling(source, mesh, layout))
     stream = len(prompts) == 1
     if stream:
         sys.stdout.write(prompts[0])

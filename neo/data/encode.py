@@ -1,9 +1,11 @@
 """Encode a text corpus into TFRecord shards plus a dataset card.
 
-Layout of the work: one reader (this process) streams documents in a fixed order and cuts them into batches; the
-batches are tokenized in order, either here (one worker: `tokenizers` already uses every core for a batch) or by a
-pool of processes; this process writes the records. Shards are defined by the document stream itself (shard k holds
-documents k·files_per … (k+1)·files_per − 1), so the output is identical whatever the worker count.
+Layout of the work: a reader thread streams documents in a fixed order and cuts them into batches; the batches are
+tokenized in order, either by a second thread (one worker: `tokenizers` already uses every core for a batch, and
+releases the GIL) or by a pool of processes; the main thread writes the records. The three overlap, so with one worker
+the tokenizer never waits for reading or writing (TFRecord examples are hand-encoded, see `tfrecord.serialize_tokens`).
+Shards are defined by the document stream itself (shard k holds documents k·files_per … (k+1)·files_per − 1), so the
+output is identical whatever the worker count.
 
 Modes:
 - `documents`: one record per document, followed by the separator; documents shorter than `minimum_size` tokens are
@@ -46,6 +48,7 @@ MODES = ("documents", "chunks")
 STATE_DIR = ".neo-encode"
 BATCH_DOCS = 1024  # documents per tokenizer call at most
 BATCH_CHARS = 8 << 20  # ... or about this many characters, whichever comes first (bounds memory per batch)
+FIRST_BATCH_CHARS = 256 << 10  # batches grow from this size to BATCH_CHARS: tokenization starts without waiting long
 
 
 @dataclass
@@ -94,7 +97,7 @@ def _init_worker(tok_json: str) -> None:
 
 def _tokenize(tok: Tokenizer, docs: list[str]) -> tuple[list[np.ndarray], int]:
     encs = tok.encode_batch_fast(docs, add_special_tokens=False)
-    nbytes = sum(len(d.encode("utf-8")) for d in docs)
+    nbytes = sum(len(d) if d.isascii() else len(d.encode("utf-8")) for d in docs)  # isascii() is O(1) in CPython
     return [np.asarray(e.ids, dtype=np.int32) for e in encs], nbytes
 
 
@@ -123,6 +126,10 @@ def _prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
             q.put((False, None))
         except BaseException as exc:  # re-raised in the consumer
             q.put((False, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:  # a chained `_prefetch` stops its own thread now, not when garbage-collected
+                close()
 
     thread = threading.Thread(target=produce, daemon=True)
     thread.start()
@@ -142,13 +149,13 @@ def _prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 # ---------------------------------------------------------------- output directory and resume state
 
 
-def _settings(files: list[Path], tok: Tokenizer, **options: Any) -> dict[str, Any]:
+def _settings(files: list[Path], tok_fingerprint: str, **options: Any) -> dict[str, Any]:
     inputs = []
     for p in files:
         st = p.stat()
         inputs.append([str(p.resolve()), st.st_size, int(st.st_mtime)])
     digest = hashlib.sha256(json.dumps(inputs).encode()).hexdigest()[:16]
-    return {"inputs": digest, "tokenizer": fingerprint(tok), **options}
+    return {"inputs": digest, "tokenizer": tok_fingerprint, **options}
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
@@ -321,6 +328,7 @@ def encode_dataset(
     if not name or "/" in name or name.startswith("."):
         raise DataError(f"--name must be a plain file-name prefix, got {name!r}")
     tok = load_tokenizer(tokenizer)
+    tok_fingerprint = fingerprint(tok)  # once: it canonicalises the whole tokenizer JSON (~0.2 s for 32k tokens)
     vocab = tok.get_vocab_size()
     sep = list(separator) if separator else [eos_id(tok)]
     bad = [i for i in sep if not 0 <= i < vocab]
@@ -331,7 +339,7 @@ def encode_dataset(
     options = dict(
         mode=mode, name=name, chunk_size=chunk_size, separator=sep, minimum_size=minimum_size, files_per=files_per
     )
-    state_dir = _prepare_out(out, _settings(files, tok, **options), name, force)
+    state_dir = _prepare_out(out, _settings(files, tok_fingerprint, **options), name, force)
     copy_tokenizer(tok, out)
     done = _finished_shards(out, state_dir, name)
     skip_docs = sum(s.documents for s in done)
@@ -343,12 +351,13 @@ def encode_dataset(
         batch: list[str] = []
         chars = 0
         shard = 0
+        limit = FIRST_BATCH_CHARS
         for i, doc in enumerate(iter_documents(files, stats)):
             if i < skip_docs:
                 continue
-            if batch and (i // files_per != shard or len(batch) >= BATCH_DOCS or chars >= BATCH_CHARS):
+            if batch and (i // files_per != shard or len(batch) >= BATCH_DOCS or chars >= limit):
                 yield shard, batch
-                batch, chars = [], 0
+                batch, chars, limit = [], 0, min(2 * limit, BATCH_CHARS)
             shard = i // files_per
             batch.append(doc)
             chars += len(doc)
@@ -356,9 +365,8 @@ def encode_dataset(
             yield shard, batch
 
     def tokenized() -> Iterator[tuple[int, list[np.ndarray], int]]:
-        if workers == 1:
-            for shard, docs in _prefetch(batches()):
-                yield shard, *_tokenize(tok, docs)
+        if workers == 1:  # reading, tokenizing (in a thread: `tokenizers` releases the GIL) and writing overlap
+            yield from _prefetch((shard, *_tokenize(tok, docs)) for shard, docs in _prefetch(batches()))
             return
         ctx = mp.get_context("spawn")  # fork after tokenizers' thread pool started is unsafe
         with ctx.Pool(workers, initializer=_init_worker, initargs=(tok.to_str(),)) as pool:
@@ -407,7 +415,7 @@ def encode_dataset(
         name=name,
         mode=mode,
         tokenizer=TOKENIZER_FILE,
-        tokenizer_fingerprint=fingerprint(tok),
+        tokenizer_fingerprint=tok_fingerprint,
         vocab_size=vocab,
         eos_id=eos_id(tok),
         pad_id=pad_id(tok),

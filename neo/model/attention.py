@@ -4,9 +4,11 @@
   (GPT-Neo puts it in the q initialiser, std (n_embd * head_dim)^-1/2); scores and softmax run in float32.
 - `global`: causal over all keys; `local`: query at position i sees keys i-w+1 .. i; `linear`: causal linear
   attention (softmax feature map on q, exp on k, cumulative sums); MLM models attend bidirectionally.
-- Masks come from explicit per-key positions and validity, so one code path serves training (keys = this chunk),
-  prefill and one-token decode (keys = the cache + this chunk), left-padded rows included. A local layer's cache is
-  a ring buffer of only its window.
+- Masks come from explicit per-key positions and validity, left-padded rows included. With a KV cache (see
+  neo.model.decode) a multi-token chunk is a prefill into an empty cache: it attends to itself exactly as in training
+  and is then written to the cache. A one-token chunk is a decode step: it is written into its slot in place first,
+  then attends over the cache alone, so no step copies the cache. A local layer's cache is a ring buffer of only its
+  window (the slot a step overwrites holds a key just outside the window).
 """
 
 from __future__ import annotations
@@ -14,13 +16,18 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from neo.model.common import constrain, dense_std, normal, param
 from neo.model.config import ModelConfig
 from neo.model.positions import apply_rotary
 
-Cache = dict[str, jax.Array]  # k, v: [batch, slots, heads, kv]; pos: [batch, slots] int32; valid: [batch, slots]
+Cache = dict[str, jax.Array]  # k, v: [batch, heads, slots, kv]; pos: [batch, slots] int32; valid: [batch, slots]
 LINEAR_EPS = 1e-6
+_SLOT_AXIS = {"k": 2, "v": 2, "pos": 1, "valid": 1}  # heads before slots: the decode dots read the cache in place
+# logical axes of one layer's cache entries: sharded like the activations (batch, heads), never along the slots
+CACHE_AXES = {"k": ("batch", "heads", None, "kv"), "v": ("batch", "heads", None, "kv"), "pos": ("batch", None)}
+CACHE_AXES["valid"] = CACHE_AXES["pos"]
 
 
 def attention_mask(cfg: ModelConfig, kind: str, q_pos: jax.Array, k_pos: jax.Array, k_valid: jax.Array) -> jax.Array:
@@ -35,11 +42,29 @@ def attention_mask(cfg: ModelConfig, kind: str, q_pos: jax.Array, k_pos: jax.Arr
 
 
 def write_cache(cache: Cache, new: Cache, index: jax.Array) -> Cache:
-    """Write a chunk's entries at slots index.. (mod the cache size): a ring buffer for local windows."""
+    """Write a chunk's entries at slots index.. (mod the cache size): a ring buffer for local windows.
+
+    One entry (a decode step) is a dynamic_update_slice, which XLA does in place in the donated cache.
+    """
     size, length = cache["pos"].shape[1], new["pos"].shape[1]
-    keep = min(size, length)  # a chunk longer than the ring only leaves its last `size` entries
-    slots = (index + length - keep + jnp.arange(keep)) % size
-    return {name: cache[name].at[:, slots].set(new[name][:, length - keep :]) for name in cache}
+    if length == 1 and cache["pos"].shape[0] == 1:
+        # batch 1: a masked select, not an update-slice: XLA CPU fuses the update with the bitcast that drops the
+        # size-1 batch dim before the attention dots, duplicating it and copying the whole cache (5x slower)
+        out = {}
+        for n in cache:
+            hit = jnp.arange(size) == index % size
+            hit = hit.reshape((1,) * _SLOT_AXIS[n] + (size,) + (1,) * (cache[n].ndim - _SLOT_AXIS[n] - 1))
+            out[n] = jnp.where(hit, new[n], cache[n])
+    elif length == 1:
+        out = {n: lax.dynamic_update_slice_in_dim(cache[n], new[n], index % size, _SLOT_AXIS[n]) for n in cache}
+    else:
+        keep = min(size, length)  # a chunk longer than the ring only leaves its last `size` entries
+        slots = (index + length - keep + jnp.arange(keep)) % size
+        out = {}
+        for n in cache:
+            at = (slice(None),) * _SLOT_AXIS[n] + (slots,)
+            out[n] = cache[n].at[at].set(lax.slice_in_dim(new[n], length - keep, length, axis=_SLOT_AXIS[n]))
+    return {n: constrain(a, CACHE_AXES[n]) for n, a in out.items()}
 
 
 class Attention(nn.Module):
@@ -73,30 +98,71 @@ class Attention(nn.Module):
             q, k = apply_rotary(q, positions), apply_rotary(k, positions)
 
         new_cache = None
-        keys, values, k_pos, k_valid = k, v, positions, valid
         if cache is not None:
-            chunk = {"k": k.astype(cache["k"].dtype), "v": v.astype(cache["v"].dtype), "pos": positions, "valid": valid}
-            keys, values, k_pos, k_valid = (
-                jnp.concatenate([cache[n], chunk[n]], axis=1) for n in ("k", "v", "pos", "valid")
-            )
+            heads_first = (0, 2, 1, 3)
+            chunk = {"k": k.transpose(heads_first), "v": v.transpose(heads_first), "pos": positions, "valid": valid}
+            chunk = {n: a.astype(cache[n].dtype) for n, a in chunk.items()}
             new_cache = write_cache(cache, chunk, cache_index)
-        mask = attention_mask(cfg, self.kind, positions, k_pos, k_valid)
-
-        if cfg.num_mem_kv:
-            m = cfg.num_mem_kv
-            mem_k = param(self, "mem_k", normal(0.02), (m, h, hd), (None, "heads", "kv"), cfg)
-            mem_v = param(self, "mem_v", normal(0.02), (m, h, hd), (None, "heads", "kv"), cfg)
-            b = x.shape[0]
-            keys = jnp.concatenate([jnp.broadcast_to(mem_k, (b, m, h, hd)).astype(keys.dtype), keys], axis=1)
-            values = jnp.concatenate([jnp.broadcast_to(mem_v, (b, m, h, hd)).astype(values.dtype), values], axis=1)
-            mask = jnp.concatenate([jnp.ones((*mask.shape[:2], m), bool), mask], axis=2)
-
-        if self.kind == "linear":
-            out = self._linear(q, keys, values, mask, cumulative=cache is None and cfg.causal)
-        else:
-            out = self._softmax(q, keys, values, mask)
+        if new_cache is not None and x.shape[1] == 1:  # a decode step: the cache already holds this token
+            out = self._decode(q, new_cache, positions)
+        else:  # training, or a prefill into an empty cache: the chunk attends to itself
+            mask = attention_mask(cfg, self.kind, positions, positions, valid)
+            keys, values = k, v
+            if cfg.num_mem_kv:
+                mem_k, mem_v = self._memory()
+                b, m = x.shape[0], cfg.num_mem_kv
+                keys = jnp.concatenate([jnp.broadcast_to(mem_k, (b, m, h, hd)).astype(keys.dtype), keys], axis=1)
+                values = jnp.concatenate([jnp.broadcast_to(mem_v, (b, m, h, hd)).astype(values.dtype), values], axis=1)
+                mask = jnp.concatenate([jnp.ones((*mask.shape[:2], m), bool), mask], axis=2)
+            out = (self._linear if self.kind == "linear" else self._softmax)(q, keys, values, mask)
         out = constrain(out.astype(x.dtype), ("batch", "length", "heads", "kv"))
         return jnp.einsum("blhk,hkd->bld", out, wo) + bo, new_cache
+
+    def _memory(self) -> tuple[jax.Array, jax.Array]:
+        """The learned memory key/values every query may attend to: [num_mem_kv, heads, kv] each."""
+        cfg = self.config
+        shape, axes = (cfg.num_mem_kv, cfg.n_head, cfg.head_dim), (None, "heads", "kv")
+        return param(self, "mem_k", normal(0.02), shape, axes, cfg), param(
+            self, "mem_v", normal(0.02), shape, axes, cfg
+        )
+
+    def _decode(self, q: jax.Array, cache: Cache, positions: jax.Array) -> jax.Array:
+        """One query per row, q [b, 1, heads, kv], over the cache (already holding this step) and any memory kv.
+
+        Reads the cache in its [b, heads, slots, kv] layout: the dots batch over (b, heads) with no transpose or
+        concatenation of the cache, so a step costs one read of it.
+        """
+        cfg, b, f32 = self.config, q.shape[0], jnp.float32
+        mask = attention_mask(cfg, self.kind, positions, cache["pos"], cache["valid"])[:, None]  # [b, 1, 1, slots]
+        blocks = [(cache["k"], cache["v"], mask)]
+        if cfg.num_mem_kv:
+            shape = (b, cfg.n_head, cfg.num_mem_kv, cfg.head_dim)
+            mem_k, mem_v = (jnp.broadcast_to(t.transpose(1, 0, 2)[None], shape) for t in self._memory())
+            blocks.insert(0, (mem_k, mem_v, jnp.ones((b, 1, 1, cfg.num_mem_kv), bool)))
+        qh = q.transpose(0, 2, 1, 3).astype(f32)  # [b, heads, 1, kv]
+        if self.kind == "linear":  # few models use it: concatenate the blocks and use the masked form
+            keys, values, mask = (
+                jnp.concatenate([blk[i].astype(f32) for blk in blocks], axis=-2 if i < 2 else -1) for i in range(3)
+            )
+            qf = jax.nn.softmax(qh, axis=-1)
+            if not cfg.causal:  # keys normalised over the valid sequence
+                kf = jax.nn.softmax(jnp.where(mask[:, :, 0, :, None], keys, -jnp.inf), axis=2)
+                out = jnp.einsum("bhqi,bhio->bhqo", qf, jnp.einsum("bhsi,bhso->bhio", kf, values))
+            else:
+                scores = jnp.einsum("bhqi,bhsi->bhqs", qf, jnp.exp(keys)) * mask
+                out = jnp.einsum("bhqs,bhso->bhqo", scores, values) / (scores.sum(-1, keepdims=True) + LINEAR_EPS)
+            return out.transpose(0, 2, 1, 3)
+        scores = [
+            jnp.where(m, jnp.einsum("bhqk,bhsk->bhqs", qh, k, preferred_element_type=f32), jnp.finfo(f32).min)
+            for k, _, m in blocks
+        ]
+        probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1)
+        out, start = jnp.zeros_like(qh), 0
+        for k, v, _ in blocks:
+            n = k.shape[2]
+            out = out + jnp.einsum("bhqs,bhsk->bhqk", probs[..., start : start + n], v.astype(f32))
+            start += n
+        return out.transpose(0, 2, 1, 3)  # [b, 1, heads, kv]
 
     def _softmax(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
         q32, k32, v32 = (t.astype(jnp.float32) for t in (q, k, v))
@@ -109,20 +175,15 @@ class Attention(nn.Module):
         probs = nn.Dropout(self.config.attn_dropout)(probs, deterministic=False)
         return jnp.einsum("bhqs,bshk->bqhk", probs, v32)
 
-    def _linear(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, cumulative: bool) -> jax.Array:
-        """GPT-Neo's linear attention; the cumulative-sum form in training, the masked form against a cache."""
+    def _linear(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+        """GPT-Neo's linear attention over a whole chunk: the cumulative-sum form when causal."""
         q32, k32, v32 = (t.astype(jnp.float32) for t in (q, k, v))
         qf = jax.nn.softmax(q32, axis=-1)
         if not self.config.causal:  # GPT-Neo's non-causal form: keys normalised over the sequence
             k32 = jnp.where(mask[:, 0, :, None, None], k32, -jnp.inf)  # bidirectional: row 0 = key validity
             kf = jax.nn.softmax(k32, axis=1)
             return jnp.einsum("blhi,bhio->blho", qf, jnp.einsum("bshi,bsho->bhio", kf, v32))
-        kf = jnp.exp(k32)
-        if cumulative:
-            kf = kf * mask[:, -1, :, None, None]  # drop padded keys (the last query sees every valid key)
-            context = jnp.cumsum(jnp.einsum("blhi,blho->blhio", kf, v32), axis=1)
-            denom = jnp.einsum("blhi,blhi->blh", qf, jnp.cumsum(kf, axis=1) + LINEAR_EPS)
-            return jnp.einsum("blhi,blhio->blho", qf, context) / denom[..., None]
-        scores = jnp.einsum("bqhi,bshi->bhqs", qf, kf) * mask[:, None]
-        out = jnp.einsum("bhqs,bsho->bqho", scores, v32)
-        return out / (scores.sum(-1).transpose(0, 2, 1)[..., None] + LINEAR_EPS)
+        kf = jnp.exp(k32) * mask[:, -1, :, None, None]  # drop padded keys (the last query sees every valid key)
+        context = jnp.cumsum(jnp.einsum("blhi,blho->blhio", kf, v32), axis=1)
+        denom = jnp.einsum("blhi,blhi->blh", qf, jnp.cumsum(kf, axis=1) + LINEAR_EPS)
+        return jnp.einsum("blhi,blhio->blho", qf, context) / denom[..., None]

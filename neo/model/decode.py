@@ -2,35 +2,43 @@
 
 Prompts of different lengths share a batch by left-padding to a power-of-two bucket; each row keeps its own
 positions (0 at its first real token) and its padding is masked out of every attention, so a batched row equals
-its unbatched self. Global layers cache every slot, local layers a ring buffer of their window only. The forward
+its unbatched self. Global layers cache every slot, local layers a ring buffer of their window only. The step
 functions are jitted with the cache index as a traced scalar: one compile per (batch, bucket, cache length), never
-one per token.
+one per token. Each step picks its token on the device and takes the previous step's token as a device array, so
+the next step is dispatched before the host reads (and streams) the current token: no host round trip per token.
+
+With a mesh and logical-axis rules (see neo.parallel), parameters and cache are placed with their logical shardings
+(the cache by batch and heads) and every step runs under the mesh, exactly as training lays the model out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, PartitionSpec
 
 from neo.errors import ConfigError
-from neo.model.attention import Cache
+from neo.model.attention import CACHE_AXES, Cache
 from neo.model.common import dtype_of
 from neo.model.config import ModelConfig
 from neo.model.transformer import GPTNeo
+
+Rules = tuple[tuple[str, Any], ...]  # flax logical-axis rules, as neo.parallel.layout.layout_rules makes them
 
 
 def _layer_cache(cfg: ModelConfig, kind: str, batch: int, length: int, lead: tuple[int, ...]) -> Cache:
     if kind == "none":
         return {}
     slots = min(cfg.window_size, length) if kind == "local" else length
-    kv = (*lead, batch, slots, cfg.n_head, cfg.head_dim)
+    kv = (*lead, batch, cfg.n_head, slots, cfg.head_dim)
     return {
         "k": jnp.zeros(kv, dtype_of(cfg.precision)),
         "v": jnp.zeros(kv, dtype_of(cfg.precision)),
@@ -48,33 +56,70 @@ def init_cache(cfg: ModelConfig, batch: int, length: int) -> list[Cache]:
     return [_layer_cache(cfg, kind, batch, length, (cfg.n_layer // period,)) for kind in kinds[:period]]
 
 
-_FORWARDS: dict[str, Callable] = {}
+def cache_axes(cache: list[Cache]) -> list[dict[str, tuple[str | None, ...]]]:
+    """Logical axis names of every cache entry (a scanned stack has a leading `layers` axis)."""
+    return [
+        {n: ("layers",) * (a.ndim - len(CACHE_AXES[n])) + CACHE_AXES[n] for n, a in layer.items()} for layer in cache
+    ]
 
 
-def _build_forward(cfg: ModelConfig) -> Callable:
+def placed_cache(cfg: ModelConfig, batch: int, length: int, mesh: Mesh | None, rules: Rules | None) -> list[Cache]:
+    """`init_cache`, created directly in its logical shardings when a mesh is given (batch and heads split)."""
+    make = partial(init_cache, cfg, batch, length)
+    if mesh is None:
+        return make()
+    names = [{n: PartitionSpec(*axes) for n, axes in layer.items()} for layer in cache_axes(jax.eval_shape(make))]
+    return jax.jit(make, out_shardings=nn.logical_to_mesh_sharding(names, mesh, rules or ()))()
+
+
+class Steps(NamedTuple):
+    forward: Callable  # (params, tokens, positions, valid, cache, index) -> (last logits [b, vocab], cache)
+    step: Callable  # (..., key, temperature, top_k, top_p, greedy=) -> (token [b, 1], next positions [b, 1], cache)
+
+
+_STEPS: dict[Any, Steps] = {}
+
+
+def _build_steps(cfg: ModelConfig) -> Steps:
     model = GPTNeo(cfg)
 
-    @partial(jax.jit, donate_argnums=4)  # the cache is updated in place, never copied per token
     def forward(params, tokens, positions, valid, cache, index):
         logits, cache = model.apply(
-            {"params": params}, tokens, positions=positions, valid=valid, cache=cache, cache_index=index
+            {"params": params}, tokens, positions=positions, valid=valid, cache=cache, cache_index=index, last_only=True
         )
         return logits[:, -1], cache
 
-    return forward
+    def step(params, tokens, positions, valid, cache, index, key, temperature, top_k, top_p, *, greedy):
+        logits, cache = forward(params, tokens, positions, valid, cache, index)
+        if greedy:
+            chosen = jnp.argmax(logits, axis=-1)
+        else:
+            chosen = _sample(logits, jax.random.fold_in(key, index), temperature, top_k, top_p)
+        return chosen.astype(jnp.int32)[:, None], positions[:, -1:] + 1, cache
+
+    # the cache is donated: XLA updates it in place, never copied per token
+    return Steps(jax.jit(forward, donate_argnums=4), jax.jit(step, donate_argnums=4, static_argnames="greedy"))
+
+
+def steps_for(cfg: ModelConfig, mesh: Mesh | None = None, rules: Rules | None = None) -> Steps:
+    """The jitted forward and step functions, built once per (config, mesh, rules): the logical constraints inside
+    the model are resolved at trace time, so each placement needs its own trace."""
+    key = (repr(cfg), mesh, rules)
+    if key not in _STEPS:
+        _STEPS[key] = _build_steps(cfg)
+    return _STEPS[key]
 
 
 def forward_fn(cfg: ModelConfig) -> Callable:
-    """jit(params, tokens, positions, valid, cache, index) -> (last-position logits, cache), cached per config."""
-    key = repr(cfg)
-    if key not in _FORWARDS:
-        _FORWARDS[key] = _build_forward(cfg)
-    return _FORWARDS[key]
+    """jit(params, tokens, positions, valid, cache, index) -> (last-position logits, cache), cached per config.
+
+    A multi-token chunk is a prefill into an empty cache at `index`; a one-token chunk is a decode step.
+    """
+    return steps_for(cfg).forward
 
 
-@jax.jit
-def sample_logits(logits: jax.Array, key: jax.Array, temperature: jax.Array, top_k: jax.Array, top_p: jax.Array):
-    """One token per row from float32 logits [batch, vocab] with temperature, top-k (0 = off), top-p (1 = off)."""
+def _sample(logits: jax.Array, key: jax.Array, temperature: jax.Array, top_k: jax.Array, top_p: jax.Array):
+    """One token per row from float32 logits [batch, vocab]: temperature, top-k (0 = off), top-p (1 = off)."""
     logits = logits.astype(jnp.float32) / temperature
     ordered = jnp.sort(logits, axis=-1)[:, ::-1]
     kth = jnp.take_along_axis(ordered, jnp.full((logits.shape[0], 1), jnp.maximum(top_k, 1) - 1), axis=-1)
@@ -85,6 +130,9 @@ def sample_logits(logits: jax.Array, key: jax.Array, temperature: jax.Array, top
     cutoff = jnp.min(jnp.where(before < top_p, ordered, jnp.inf), axis=-1, keepdims=True)
     logits = jnp.where(logits < cutoff, -jnp.inf, logits)
     return jax.random.categorical(key, logits, axis=-1)
+
+
+sample_logits = jax.jit(_sample)
 
 
 def bucket(n: int) -> int:
@@ -107,6 +155,36 @@ def unrolled(cfg: ModelConfig, params: Any) -> tuple[ModelConfig, Any]:
     return dataclasses.replace(cfg, scan_layers=False), out
 
 
+def param_shardings(cfg: ModelConfig, mesh: Mesh, rules: Rules) -> Any:
+    """NamedShardings of the model's parameters (scanned or unrolled, as `cfg` says) from their logical names.
+
+    Raises a one-line LayoutError when the layout does not divide a tensor (e.g. a vocab not divisible by its axis).
+    """
+    from neo.parallel.layout import shardings
+
+    model = GPTNeo(cfg)
+    boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))
+    return shardings(boxed["params"], mesh, rules)
+
+
+def batch_multiple(mesh: Mesh | None, rules: Rules | None) -> int:
+    """How many ways the batch is split: prompts are padded with dummy rows to a multiple of it."""
+    if mesh is None:
+        return 1
+    axes = dict(rules or ()).get("batch")
+    axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+    return int(np.prod([mesh.shape[a] for a in axes], dtype=int))
+
+
+@contextlib.contextmanager
+def _placement(mesh: Mesh | None, rules: Rules | None) -> Iterator[None]:
+    if mesh is None:
+        yield
+        return
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules or ()):
+        yield
+
+
 def generate(
     cfg: ModelConfig,
     params: Any,
@@ -119,10 +197,13 @@ def generate(
     eos_id: int | None = None,
     seed: int = 0,
     on_token: Callable[[int, int], None] | None = None,
+    mesh: Mesh | None = None,
+    rules: Rules | None = None,
 ) -> list[list[int]]:
     """Continue each prompt; returns the new tokens per prompt (an emitted `eos_id` ends a row and is not included).
 
-    temperature 0 is greedy. `on_token(row, token)` is called for every emitted token as it is produced.
+    temperature 0 is greedy. `on_token(row, token)` is called for every emitted token as it is produced. With
+    `mesh` and `rules`, the model runs sharded as the rules say (greedy output equals the single-device one).
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ConfigError("generate needs at least one non-empty prompt; pass token ids of the prompt text")
@@ -141,39 +222,46 @@ def generate(
         return [[] for _ in prompts]
 
     cfg, params = unrolled(cfg, nn.meta.unbox(params))
-    batch, width = len(prompts), bucket(longest)
+    rows = len(prompts)
+    multiple = batch_multiple(mesh, rules)
+    batch, width = -(-rows // multiple) * multiple, bucket(longest)  # dummy rows fill a sharded batch
     tokens = np.zeros((batch, width), np.int32)
     valid = np.zeros((batch, width), bool)
     for row, prompt in enumerate(prompts):
         tokens[row, width - len(prompt) :] = prompt
         valid[row, width - len(prompt) :] = True
+    valid[rows:, -1] = True  # a dummy row is one token, so no row attends to nothing
     positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int32)
 
-    forward = forward_fn(cfg)
-    cache = init_cache(cfg, batch, bucket(width + max_new_tokens))  # bucketed: no recompile per max_new_tokens
-    logits, cache = forward(params, tokens, positions, valid, cache, jnp.int32(0))
-    next_pos = np.array([len(p) for p in prompts], np.int32)
-    key = jax.random.PRNGKey(seed)
-    knobs = (jnp.float32(temperature or 1.0), jnp.int32(top_k), jnp.float32(top_p))
+    steps = steps_for(cfg, mesh, rules)
+    greedy = temperature == 0
+    knobs = (jax.random.PRNGKey(seed), np.float32(temperature or 1.0), np.int32(top_k), np.float32(top_p))
     out: list[list[int]] = [[] for _ in prompts]
-    done = np.zeros(batch, bool)
-    for step in range(max_new_tokens):
-        if temperature == 0:
-            chosen = np.asarray(jnp.argmax(logits, axis=-1))
-        else:
-            chosen = np.asarray(sample_logits(logits, jax.random.fold_in(key, step), *knobs))
-        for row in np.flatnonzero(~done):
-            token = int(chosen[row])
-            if eos_id is not None and token == eos_id:
-                done[row] = True
-                continue
-            out[row].append(token)
-            if on_token is not None:
-                on_token(int(row), token)
-        if done.all() or step == max_new_tokens - 1:
-            break
-        step_tokens = chosen.astype(np.int32)[:, None]
+    done = np.arange(batch) >= rows
+    with _placement(mesh, rules):
+        if mesh is not None:
+            params = jax.device_put(params, param_shardings(cfg, mesh, rules or ()))
+        cache = placed_cache(cfg, batch, bucket(width + max_new_tokens), mesh, rules)  # bucketed: few compiles
+        chosen, next_pos, cache = steps.step(
+            params, tokens, positions, valid, cache, np.int32(0), *knobs, greedy=greedy
+        )
         ones = np.ones((batch, 1), bool)
-        logits, cache = forward(params, step_tokens, next_pos[:, None], ones, cache, jnp.int32(width + step))
-        next_pos = next_pos + 1  # never mutate an array jax may still be reading (zero-copy on CPU)
+        for step in range(max_new_tokens):
+            pending = chosen
+            if step < max_new_tokens - 1:  # dispatch the next step before reading this one's token
+                index = np.int32(width + step)
+                chosen, next_pos, cache = steps.step(
+                    params, pending, next_pos, ones, cache, index, *knobs, greedy=greedy
+                )
+            for row, token in enumerate(np.asarray(pending)[:, 0].tolist()):
+                if done[row]:
+                    continue
+                if eos_id is not None and token == eos_id:
+                    done[row] = True
+                    continue
+                out[row].append(token)
+                if on_token is not None:
+                    on_token(row, token)
+            if done.all():
+                break
     return out

@@ -103,11 +103,13 @@ class GPTNeo(nn.Module):
         projection into its loss (`neo.model.objectives.lm_head_loss`, with `output_embedding`).
         """
         cfg = self.config
-        b, length = tokens.shape
+        length = tokens.shape[1]
+        # Without explicit positions/validity (training) every row is 0..length-1, all valid: one [1, length] row
+        # broadcasts, so the attention mask is a single [length, length] pattern, not one per batch row.
         if positions is None:
-            positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length))
+            positions = jnp.arange(length, dtype=jnp.int32)[None]
         if valid is None:
-            valid = jnp.ones((b, length), bool)
+            valid = jnp.ones(positions.shape, bool)
         index = jnp.asarray(cache_index, jnp.int32)
         use_cache = cache is not None
 

@@ -3,9 +3,11 @@
 - `config.MeshConfig` (the `mesh` config group; presets in `neo/conf/mesh/`), `presets.preset(name)`
 - `shape.parse_mesh_shape("x:16,y:8")`, `mesh.make_mesh(cfg, devices=None)`, `mesh.mesh_and_rules(cfg)`
 - `layout.layout_rules("batch:x,heads:y", axes)` -> flax logical-axis rules; `layout.validate_layout(tree, mesh, rules)`
-- `flops.peak_flops_per_device(cfg_or_devices)`, `flops.memory_per_device(cfg, devices)`
+- `flops.peak_flops_per_device(cfg_or_devices)`, `flops.memory_per_device(cfg, devices)`,
+  `flops.bandwidth_per_device(cfg)` (HBM and interconnect, from the sourced table `flops.BANDWIDTH`)
 - `distributed.initialize(coordinator, num_processes, process_id)` for multi-host jobs
-- `search`: candidate layouts and mesh shapes, compiled against abstract inputs and ranked
+- `search`: candidate layouts and mesh shapes, compiled against abstract inputs and ranked; `search.target_devices`
+  gives the devices to compile for: real ones, libtpu's ahead-of-time TPU devices (exact), or simulated CPUs (estimate)
 
 Importing this package does not import JAX (config validation must stay fast).
 """

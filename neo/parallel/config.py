@@ -26,6 +26,9 @@ class MeshConfig:
     devices: int = 0  # number of devices the mesh spans; 0 = all devices present (jax.devices())
     memory_per_device: int = 0  # bytes of accelerator memory per device; 0 = ask the devices present
     peak_flops_per_device: float = 0.0  # peak bf16 FLOP/s per device, for MFU; 0 = look up or measure
+    # the hardware, as JAX's device_kind names it ("TPU v3", "H100"): selects memory and interconnect bandwidths
+    # (neo.parallel.flops.BANDWIDTH) for the layout search's step-time estimate; empty = the devices present
+    device_kind: str = ""
     # TPU topology for ahead-of-time compilation without a TPU (jax.experimental.topologies), e.g. "v3:8x16"
     topology: str = ""
     tpu_chip_config: str = "default"  # libtpu chip config of that topology: "default", or "megacore" for v4

@@ -31,10 +31,7 @@ AXIS_NAMES = ("x", "y", "z", "w")
 # What a mesh axis can be used for, as the logical names it splits. "fsdp" shards parameters along embd while the
 # batch is split on the same axis (ZeRO-3 style); "tensor" is Megatron-style heads/MLP splitting.
 ROLES: dict[str, tuple[str, ...]] = {"data": ("batch",), "fsdp": ("batch", "embd"), "tensor": ("heads", "mlp")}
-# Rough per-device collective bandwidth (bytes/s) for the communication term of the step-time estimate.
-COLLECTIVE_BANDWIDTH = {"tpu": 100e9, "gpu": 300e9, "cpu": 10e9}
-# Rough per-device memory bandwidth (bytes/s) for the memory-bound term.
-MEMORY_BANDWIDTH = {"tpu": 900e9, "gpu": 3e12, "cpu": 20e9}
+CACHE_VERSION = 2  # bump when CompileReport changes, so stale cached reports are not read
 
 StepFactory = Callable[[Any, Any, Rules], tuple[Any, Sequence[Any]]]
 
@@ -56,6 +53,7 @@ class CompileReport:
     bytes_accessed: float
     collective_bytes: float  # result bytes of all-reduce/all-gather/reduce-scatter/all-to-all/permute ops
     compile_s: float
+    all_reduce_bytes: float = 0.0  # the all-reduce share of collective_bytes (a ring moves those twice)
 
 
 @dataclass
@@ -63,8 +61,8 @@ class SearchResult:
     candidate: Candidate
     report: CompileReport | None  # None when the pre-screen rejected it
     fits: bool
-    step_time_s: float  # estimate: compute or memory bound, plus communication
-    mfu: float  # model FLOPs / (step time x peak), from the compiler's FLOP count
+    step_time_s: float  # estimate: compute or memory bound, plus communication (see estimate_step_time)
+    mfu: float  # model FLOPs per device / (estimated step time x peak); the compiler's FLOPs if no model count
     error: str | None = None
 
 
@@ -136,42 +134,126 @@ _ARRAY = re.compile(r"\b(pred|s8|u8|s16|u16|f16|bf16|s32|u32|f32|s64|u64|f64|c64
 _BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4, "f32": 4}
 
 
-def collective_bytes(hlo_text: str) -> float:
-    """Sum of the result sizes of the collectives in a compiled (partitioned) HLO module."""
+_CALLEE = re.compile(r"\b(?:body|calls)=%([\w.\-]+)")
+_TRIPS = re.compile(r"known_trip_count[^0-9]*([0-9]+)")
+
+
+def _computations(lines: list[str], loop_trips: int) -> list[tuple[float, list[str]]]:
+    """HLO text as (runs per step, lines) per computation; the whole text once when it has no headers."""
+    comps: dict[str, list[str]] = {}
+    entry = current = None
+    for line in lines:
+        if line and not line[0].isspace() and line.rstrip().endswith("{"):
+            words = line.split()
+            current = (words[1] if words[0] == "ENTRY" else words[0]).lstrip("%")
+            comps[current] = []
+            entry = current if words[0] == "ENTRY" else entry
+        elif current is not None:
+            comps[current].append(line)
+    if entry is None:
+        return [(1.0, lines)]
+    weight: dict[str, float] = {}
+
+    def visit(name: str, times: float, depth: int) -> None:
+        weight[name] = weight.get(name, 0.0) + times
+        for line in comps.get(name, ()) if depth < 32 else ():
+            trips = 1
+            if " while(" in line:  # XLA records a scan's trip count on CPU/GPU; the TPU compiler's text omits it
+                found = _TRIPS.search(line)
+                trips = int(found.group(1)) if found else loop_trips
+            for callee in _CALLEE.findall(line):
+                visit(callee, times * trips, depth + 1)
+
+    visit(entry, 1.0, 0)
+    return [(w, comps[name]) for name, w in weight.items() if name in comps]
+
+
+def collective_bytes(hlo_text: str, ops: tuple[str, ...] = (), loop_trips: int = 1) -> float:
+    """Per-step result bytes of the collectives (only `ops`, if given) in a compiled (partitioned) HLO module.
+
+    A collective inside a while loop (the scanned layers) runs once per iteration: it is counted `known_trip_count`
+    times, or `loop_trips` times where the compiler's text does not record the count.
+    """
     total = 0.0
-    for match in _COLLECTIVE.finditer(hlo_text):
-        for dtype, dims in _ARRAY.findall(match.group(1)):
-            total += _BYTES.get(dtype, 8) * math.prod(int(d) for d in dims.split(",") if d)
+    for times, lines in _computations(hlo_text.splitlines(), loop_trips):
+        for match in _COLLECTIVE.finditer("\n".join(lines)):
+            if ops and match.group(2) not in ops:
+                continue
+            for dtype, dims in _ARRAY.findall(match.group(1)):
+                total += times * _BYTES.get(dtype, 8) * math.prod(int(d) for d in dims.split(",") if d)
     return total
 
 
-def compile_report(step: Any, args: Sequence[Any]) -> CompileReport:
+def compile_report(step: Any, args: Sequence[Any], loop_trips: int = 1) -> CompileReport:
     """Compile `step` against abstract `args` and read the compiler's memory and cost analyses (per device)."""
     start = time.perf_counter()
     compiled = step.lower(*args).compile()
     seconds = time.perf_counter() - start
+    return report_of(compiled, seconds, loop_trips)
+
+
+def report_of(compiled: Any, compile_s: float = 0.0, loop_trips: int = 1) -> CompileReport:
+    """The per-device memory, cost and communication of a compiled program."""
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis() or {}
     if isinstance(cost, list):  # older jax returned one dict per program
         cost = cost[0] if cost else {}
     arg, out = int(mem.argument_size_in_bytes), int(mem.output_size_in_bytes)
     temp, alias = int(mem.temp_size_in_bytes), int(mem.alias_size_in_bytes)
+    hlo = compiled.as_text() or ""
     return CompileReport(
         memory_bytes=arg + out + temp - alias + int(mem.generated_code_size_in_bytes),
         argument_bytes=arg,
         temp_bytes=temp,
         flops=float(cost.get("flops", 0.0)),
         bytes_accessed=float(cost.get("bytes accessed", 0.0)),
-        collective_bytes=collective_bytes(compiled.as_text() or ""),
-        compile_s=seconds,
+        collective_bytes=collective_bytes(hlo, loop_trips=loop_trips),
+        compile_s=compile_s,
+        all_reduce_bytes=collective_bytes(hlo, ("all-reduce",), loop_trips),
     )
 
 
-def estimate_step_time(report: CompileReport, platform: str, peak_flops: float) -> float:
-    """Roofline estimate: the slower of compute and memory traffic, plus collectives at a rough bandwidth."""
-    compute = report.flops / peak_flops if peak_flops > 0 else 0.0
-    memory = report.bytes_accessed / MEMORY_BANDWIDTH[platform]
-    return max(compute, memory) + report.collective_bytes / COLLECTIVE_BANDWIDTH[platform]
+_OOM_SIZE = re.compile(r"\(([0-9.]+)([KMGT])\)\s+exceeds")
+
+
+def compiler_oom(exc: BaseException) -> tuple[int, str] | None:
+    """(bytes needed, one-line message) when `exc` is the compiler refusing a program too big for device memory.
+
+    The TPU compiler does not report an oversized program's memory; it fails with RESOURCE_EXHAUSTED naming the
+    temporaries it needed (a lower bound on the program's memory), which is still the answer to "does it fit?".
+    """
+    text = str(exc).strip()
+    if "RESOURCE_EXHAUSTED" not in text:
+        return None
+    line = next((ln for ln in text.splitlines() if "RESOURCE_EXHAUSTED" in ln), text.splitlines()[0])
+    match = _OOM_SIZE.search(text)
+    scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    needed = int(float(match.group(1)) * scale[match.group(2)]) if match else 0
+    return needed, line.split("RESOURCE_EXHAUSTED:", 1)[-1].strip()
+
+
+def estimate_step_time(
+    report: CompileReport, peak_flops: float, bandwidth: tuple[float, float], min_flops: float = 0.0
+) -> float:
+    """Roofline estimate of one step, in seconds: an ESTIMATE, not a measurement.
+
+    max(FLOPs / peak FLOP/s, bytes accessed / memory bandwidth) + collective bytes on the wire / interconnect
+    bandwidth, per device. XLA's cost analysis counts a while loop's body once, not once per iteration, so for a
+    scanned model its FLOPs and bytes fall short: `min_flops` (the analytic work of a step per device, e.g. 8N per
+    token with full remat) is a floor on the FLOPs, and the bytes are scaled up by the same shortfall. Collectives
+    are counted per loop iteration from the HLO (`collective_bytes`); a ring moves an all-reduce's bytes twice
+    (reduce-scatter + all-gather) and the other collectives' once. No overlap of communication with compute is
+    assumed, and every link of the chip is assumed usable, so it errs low for communication-heavy layouts on a torus
+    and high where XLA overlaps. `bandwidth` is (memory, interconnect) bytes/s per device:
+    `neo.parallel.flops.bandwidth_per_device`.
+    """
+    memory_bw, link_bw = bandwidth
+    flops = max(report.flops, min_flops)
+    shortfall = flops / report.flops if report.flops > 0 else 1.0
+    compute = flops / peak_flops if peak_flops > 0 else 0.0
+    memory = report.bytes_accessed * shortfall / memory_bw
+    wire = report.collective_bytes + report.all_reduce_bytes
+    return max(compute, memory) + wire / link_bw
 
 
 def request_cpu_devices(n: int) -> None:
@@ -188,6 +270,49 @@ def request_cpu_devices(n: int) -> None:
     jax.config.update("jax_num_cpu_devices", n)
 
 
+def libtpu_version() -> str | None:
+    """The installed `libtpu` wheel's version, or None: the TPU compiler is then unavailable off a TPU."""
+    if importlib.util.find_spec("libtpu") is None:
+        return None
+    from importlib import metadata
+
+    try:
+        return metadata.version("libtpu")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def uses_tpu_aot(cfg: MeshConfig) -> bool:
+    """Whether `target_devices(cfg)` will compile with libtpu ahead of time (so no CPU devices need simulating)."""
+    return cfg.platform == "tpu" and bool(cfg.topology) and libtpu_version() is not None
+
+
+def _quiet_libtpu_off_tpu() -> None:
+    """Let libtpu load as a compile-only library on a machine without TPUs.
+
+    Without these, libtpu guesses the host's TPU type from cloud metadata and prints warnings, and it takes an
+    exclusive /tmp lockfile, so a second process (another search, a test worker) could not load it at all.
+    """
+    import os
+
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # no TPU is driven, so sharing the library is safe
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v3-8")  # only silences host detection; the topology decides
+    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+
+
+def prepare_tpu_aot() -> None:
+    """Before JAX starts: on a machine without TPU chips, keep libtpu quiet and shareable (see above)."""
+    try:
+        from jax._src import hardware_utils  # JAX's own PCI probe for TPU chips
+
+        chips, _ = hardware_utils.num_available_tpu_chips_and_device_id()
+    except Exception:  # a JAX without the probe: leave libtpu's defaults alone
+        return
+    if chips == 0:
+        _quiet_libtpu_off_tpu()
+
+
 def target_devices(cfg: MeshConfig) -> tuple[list[Any], bool]:
     """Devices to compile for, and whether the compiler is the target's own (exact) rather than a CPU stand-in.
 
@@ -198,15 +323,30 @@ def target_devices(cfg: MeshConfig) -> tuple[list[Any], bool]:
     n = cfg.devices or len(present)
     if len(present) == n and str(present[0].platform).replace("cuda", "gpu") == cfg.platform:
         return present, True
-    if cfg.platform == "tpu" and cfg.topology and importlib.util.find_spec("libtpu") is not None:
+    if uses_tpu_aot(cfg):
         from jax.experimental import topologies
 
+        if present[0].platform != "tpu":
+            _quiet_libtpu_off_tpu()
+            # programs compiled for absent TPUs cannot be read back from JAX's persistent cache (only written, with
+            # a warning on the next run); the search keeps its own cache of compile reports instead
+            jax.config.update("jax_enable_compilation_cache", False)
         kwargs: dict[str, Any] = {}
         if cfg.chips_per_host_bounds:
             kwargs["chips_per_host_bounds"] = tuple(cfg.chips_per_host_bounds)
-        topo = topologies.get_topology_desc(
-            platform="tpu", topology_name=cfg.topology, chip_config_name=cfg.tpu_chip_config, num_slices=1, **kwargs
-        )
+        try:
+            topo = topologies.get_topology_desc(
+                platform="tpu",
+                topology_name=cfg.topology,
+                chip_config_name=cfg.tpu_chip_config,
+                num_slices=1,
+                **kwargs,
+            )
+        except Exception as exc:  # libtpu reports a bad topology or a load failure as a bare runtime error
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise LayoutError(
+                f"libtpu cannot describe topology '{cfg.topology}' of mesh '{cfg.name}': {first}"
+            ) from None
         if len(topo.devices) != n:
             raise LayoutError(f"topology '{cfg.topology}' has {len(topo.devices)} devices, mesh '{cfg.name}' {n}")
         return list(topo.devices), True
@@ -217,6 +357,16 @@ def target_devices(cfg: MeshConfig) -> tuple[list[Any], bool]:
             f"XLA_FLAGS=--xla_force_host_platform_device_count={n} (or install libtpu for TPU presets)"
         )
     return cpus[:n], False
+
+
+def compiler_name(devices: Sequence[Any], exact: bool) -> str:
+    """Which compiler produced the numbers, for the user: they are only as good as this."""
+    kind = str(getattr(devices[0], "device_kind", devices[0].platform))
+    if not exact:
+        return f"XLA CPU on {len(devices)} simulated devices (an estimate, not the target's compiler)"
+    if devices[0].platform == "tpu" and jax.default_backend() != "tpu":
+        return f"TPU compiler (libtpu {libtpu_version()}, ahead of time) for {len(devices)} × {kind}: exact"
+    return f"XLA for the {len(devices)} × {kind} present: exact"
 
 
 def layout_prescreen(tree: Any, names: Any | None = None) -> Callable[[Candidate, Rules, dict[str, int]], None]:
@@ -231,7 +381,16 @@ def layout_prescreen(tree: Any, names: Any | None = None) -> Callable[[Candidate
 
 def _cache_key(config: Any, candidate: Candidate, devices: Sequence[Any]) -> str:
     blob = json.dumps(
-        [repr(config), asdict(candidate), str(devices[0].device_kind), len(devices), jax.__version__], default=str
+        [
+            CACHE_VERSION,
+            repr(config),
+            asdict(candidate),
+            str(devices[0].device_kind),
+            len(devices),
+            jax.__version__,
+            libtpu_version(),
+        ],
+        default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
@@ -245,18 +404,27 @@ def search(
     prescreen: Callable[[Candidate, Rules, dict[str, int]], None] | None = None,
     memory_limit: int | None = None,
     peak_flops: float = 0.0,
+    model_flops: float = 0.0,
+    hardware_flops: float = 0.0,
+    loop_trips: int = 1,
     devices: Sequence[Any] | None = None,
     use_cache: bool = True,
     progress: Callable[[int, int, Candidate], None] | None = None,
 ) -> list[SearchResult]:
     """Compile every candidate that survives `prescreen` (which raises LayoutError to reject) and rank them:
-    fitting candidates first, then by estimated step time, then by memory."""
+    fitting candidates first, then by estimated step time, then by memory.
+
+    `model_flops` is the useful work of one step over all devices (6N·tokens + attention), for MFU;
+    `hardware_flops` what the devices execute for it (remat recomputation included), a floor under the compiler's
+    loop-blind FLOP count; `loop_trips` the iterations of the scanned layers (see `collective_bytes`).
+    """
+    from neo.parallel.flops import bandwidth_per_device
     from neo.parallel.mesh import make_mesh
 
     if devices is None:
         devices, _ = target_devices(mesh_cfg)
     devices = list(devices)
-    platform = mesh_cfg.platform
+    bandwidth = bandwidth_per_device(mesh_cfg, devices)
     limit = memory_limit if memory_limit is not None else (mesh_cfg.memory_per_device or None)
     peak = peak_flops or mesh_cfg.peak_flops_per_device
     cache_path = cache_dir() / "layout_search"
@@ -282,17 +450,25 @@ def search(
             mesh = make_mesh(MeshConfig(name=mesh_cfg.name, shape=cand.shape), devices)
             try:
                 step, args = factory(config, mesh, rules)
-                report = compile_report(step, args)
+                report = compile_report(step, args, loop_trips)
             except LayoutError as exc:
                 results.append(SearchResult(cand, None, False, math.inf, 0.0, str(exc)))
+                continue
+            except Exception as exc:  # the TPU compiler rejects a program that cannot fit
+                oom = compiler_oom(exc)
+                if oom is None:
+                    raise
+                report = CompileReport(oom[0], 0, oom[0], 0.0, 0.0, 0.0, 0.0)
+                results.append(SearchResult(cand, report, False, math.inf, 0.0, f"compiler: {oom[1]}"))
                 continue
             if use_cache:
                 cache_path.mkdir(parents=True, exist_ok=True)
                 tmp = cached.with_suffix(".tmp")
                 tmp.write_text(json.dumps(asdict(report)))
                 tmp.replace(cached)
-        step_time = estimate_step_time(report, platform, peak)
-        mfu = report.flops / (step_time * peak) if step_time > 0 and peak > 0 else 0.0
+        step_time = estimate_step_time(report, peak, bandwidth, hardware_flops / len(devices))
+        useful = model_flops / len(devices) if model_flops > 0 else report.flops
+        mfu = useful / (step_time * peak) if step_time > 0 and peak > 0 else 0.0
         fits = limit is None or report.memory_bytes <= limit
         results.append(SearchResult(cand, report, fits, step_time, mfu))
     return sorted(results, key=_rank)

@@ -1,12 +1,17 @@
 """Checkpoints in a run directory, written by orbax.
 
-Layout: `RUN_DIR/checkpoints/<step>/{params,opt_state,meta}`. Orbax writes each step to a temporary directory and
-renames it when complete, so a crash mid-save leaves the previous checkpoint usable. Parameters are a separate item
-so that sampling, evaluation and conversion load them without the optimizer state. No pickle on the load path.
+Layout: `RUN_DIR/checkpoints/<step>/{params,opt_state,meta}`. Orbax writes each step to a temporary directory
+(`<step>.orbax-checkpoint-tmp-*`) and renames it when complete; only renamed steps count, and old steps are pruned
+only after the new one is committed, so a crash mid-save (also of a background, asynchronous save) leaves the previous
+checkpoint usable. A writer removes the temporary directories an earlier crash left behind. Parameters are a separate
+item so that sampling, evaluation and conversion load them without the optimizer state. No pickle on the load path.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +21,10 @@ import orbax.checkpoint as ocp
 from neo.errors import CheckpointError
 
 ITEMS = ("params", "opt_state", "meta")
+# Test hook (tests/train/test_checkpoint.py): SIGKILL this process when the asynchronous save of this step has written
+# everything but is not yet committed (orbax's post-finalization callback runs just before the rename): the worst
+# moment for a crash, made deterministic.
+KILL_BEFORE_COMMIT_ENV = "NEO_TEST_KILL_BEFORE_COMMIT"
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -26,8 +35,17 @@ class Checkpoints:
     """Save and restore the train state of one run directory."""
 
     def __init__(self, run_dir: str | Path, keep: int = 3, async_save: bool = True, read_only: bool = False) -> None:
+        kill_step = os.environ.get(KILL_BEFORE_COMMIT_ENV) if async_save and not read_only else None
+        self._kill_step = int(kill_step) if kill_step else None
+        self._uncommitted: deque[int] = deque()  # the hook's steps saved, in order, whose commit has not come yet
+        hook = ocp.AsyncOptions(post_finalization_callback=self._before_commit) if self._kill_step is not None else None
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, enable_async_checkpointing=async_save, create=not read_only, read_only=read_only
+            max_to_keep=keep,
+            enable_async_checkpointing=async_save,
+            create=not read_only,
+            read_only=read_only,
+            cleanup_tmp_directories=not read_only,  # half-written steps of a crashed run: never resumed from
+            async_options=hook,
         )
         self.manager = ocp.CheckpointManager(checkpoint_dir(run_dir), options=options, item_names=ITEMS)
 
@@ -40,7 +58,14 @@ class Checkpoints:
         items["params"] = ocp.args.StandardSave(state["params"] if state is not None else params)
         if state is not None:
             items["opt_state"] = ocp.args.StandardSave(state["opt_state"])
+        if self._kill_step is not None:
+            self._uncommitted.append(step)
         self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+    def _before_commit(self) -> None:
+        """The `KILL_BEFORE_COMMIT_ENV` hook; orbax finalizes saves one at a time, in order."""
+        if self._uncommitted.popleft() == self._kill_step:
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def meta(self, step: int) -> dict[str, Any]:
         return dict(self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])

@@ -7,6 +7,7 @@ than this machine compiles as long as the target devices exist (real, or simulat
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,17 +18,22 @@ from jax.sharding import Mesh
 
 from neo.config import NeoConfig
 from neo.errors import LayoutError
-from neo.parallel.flops import memory_per_device, peak_flops_per_device
+from neo.parallel.flops import bandwidth_per_device, memory_per_device, peak_flops_per_device
 from neo.parallel.layout import layout_rules, parse_layout
 from neo.parallel.search import (
     Candidate,
     SearchResult,
     candidates,
+    compiler_name,
+    compiler_oom,
+    estimate_step_time,
     layout_prescreen,
+    report_of,
     search,
     target_devices,
 )
 from neo.parallel.shape import resolve_mesh_shape
+from neo.train.metrics import flops_per_token
 from neo.train.session import Session, build_session
 
 GiB = 1024**3
@@ -44,6 +50,11 @@ class DryRunReport:
     peak_bytes: int  # argument + temp + output - aliased (donated) bytes
     device_memory: int | None  # bytes per device of the target, when the mesh preset knows it
     exact: bool  # the target's own compiler (real devices / libtpu) rather than simulated CPU devices
+    compiler: str = ""  # which compiler produced these numbers (neo.parallel.search.compiler_name)
+    step_time_s: float = 0.0  # roofline estimate from the compiled cost (neo.parallel.search.estimate_step_time)
+    mfu: float = 0.0  # model FLOPs / (estimated step time x peak)
+    compile_s: float = 0.0
+    error: str = ""  # the compiler's own refusal (RESOURCE_EXHAUSTED): peak_bytes is then only a lower bound
 
     @property
     def fits(self) -> bool | None:
@@ -52,11 +63,20 @@ class DryRunReport:
     def summary(self) -> str:
         cap = f" of {self.device_memory / GiB:.2f} GiB" if self.device_memory else ""
         verdict = {True: "fits", False: "does NOT fit", None: "device memory unknown"}[self.fits]
+        if self.error:
+            return (
+                f"{self.n_params:,} parameters on {self.devices} device(s), mesh {self.mesh}\n"
+                f"per device: more than {self.peak_bytes / GiB:.3f} GiB{cap}: {verdict} ({self.error})\n"
+                f"compiled by: {self.compiler} in {self.compile_s:.1f} s"
+            )
         source = "" if self.exact else " (estimate: compiled for simulated CPU devices)"
+        timing = f"est. step {format_seconds(self.step_time_s)}, est. MFU {self.mfu:.0%} (roofline estimate)\n"
         return (
             f"{self.n_params:,} parameters on {self.devices} device(s), mesh {self.mesh}\n"
             f"per device: arguments {self.argument_bytes / GiB:.3f} GiB, temporaries {self.temp_bytes / GiB:.3f} GiB,"
-            f" peak {self.peak_bytes / GiB:.3f} GiB{cap}: {verdict}{source}"
+            f" peak {self.peak_bytes / GiB:.3f} GiB{cap}: {verdict}{source}\n"
+            + (timing if self.step_time_s > 0 else "")
+            + f"compiled by: {self.compiler} in {self.compile_s:.1f} s"
         )
 
 
@@ -64,9 +84,38 @@ def dry_run(cfg: NeoConfig) -> DryRunReport:
     """Compile the train step of `cfg` for its mesh preset's devices (simulated if absent) and read its memory."""
     devices, exact = target_devices(cfg.mesh)
     session = build_session(cfg, devices=devices)
-    compiled = _StepInContext(session).lower(session.layout.abstract, abstract_batch(session)).compile()
+    start = time.perf_counter()
+    try:
+        compiled = _StepInContext(session).lower(session.layout.abstract, abstract_batch(session)).compile()
+    except Exception as exc:  # the TPU compiler refuses a program too large for HBM instead of sizing it
+        oom = compiler_oom(exc)
+        if oom is None:
+            raise
+        return DryRunReport(
+            n_params=session.n_params,
+            devices=int(session.mesh.devices.size),
+            mesh=dict(session.mesh.shape),
+            argument_bytes=0,
+            temp_bytes=oom[0],
+            output_bytes=0,
+            peak_bytes=oom[0],
+            device_memory=memory_per_device(cfg.mesh, devices if exact else None) or oom[0] - 1,
+            exact=exact,
+            compiler=compiler_name(devices, exact),
+            compile_s=time.perf_counter() - start,
+            error=f"compiler: {oom[1]}",
+        )
+    from neo.model.params import abstract_variables
+
+    trips = scan_length(abstract_variables(cfg.model)["params"])
+    cost = report_of(compiled, time.perf_counter() - start, trips)
     mem = compiled.memory_analysis()
     arg, temp, out = mem.argument_size_in_bytes, mem.temp_size_in_bytes, mem.output_size_in_bytes
+    peak = cfg.mesh.peak_flops_per_device or peak_flops_per_device(cfg.mesh)
+    useful = step_model_flops(cfg, session.n_params) / len(devices)
+    step_time = estimate_step_time(
+        cost, peak, bandwidth_per_device(cfg.mesh, devices), useful * remat_factor(cfg.model.remat_policy)
+    )
     return DryRunReport(
         n_params=session.n_params,
         devices=int(session.mesh.devices.size),
@@ -77,7 +126,35 @@ def dry_run(cfg: NeoConfig) -> DryRunReport:
         peak_bytes=arg + temp + out - mem.alias_size_in_bytes,
         device_memory=memory_per_device(cfg.mesh, devices if exact else None),
         exact=exact,
+        compiler=compiler_name(devices, exact),
+        step_time_s=step_time,
+        mfu=useful / (step_time * peak) if step_time > 0 and peak > 0 else 0.0,
+        compile_s=cost.compile_s,
     )
+
+
+def remat_factor(policy: str) -> float:
+    """Executed / useful FLOPs: full remat runs the forward pass twice (8N instead of 6N per token)."""
+    return 4 / 3 if policy == "full" else 1.0
+
+
+def scan_length(params: Any) -> int:
+    """Iterations of the scanned layer stack: the size of the `layers` axis of its parameters (1 if not scanned)."""
+    for leaf in jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)):
+        names = getattr(leaf, "names", ())
+        if "layers" in names:
+            return int(leaf.value.shape[names.index("layers")])
+    return 1
+
+
+def format_seconds(seconds: float) -> str:
+    """`0.0901 ms`, `111 ms`, `12.3 s`: three significant digits for estimates spanning microseconds to minutes."""
+    return f"{seconds * 1e3:.3g} ms" if seconds < 1 else f"{seconds:.3g} s"
+
+
+def step_model_flops(cfg: NeoConfig, n_params: int) -> float:
+    """The useful FLOPs of one train step over all devices (the MFU numerator; remat's recomputation excluded)."""
+    return flops_per_token(cfg.model, n_params) * cfg.train.batch_size * cfg.model.n_ctx
 
 
 class _StepInContext:
@@ -127,6 +204,7 @@ def _tensor_parallel_ways(candidate: Candidate, sizes: dict[str, int]) -> int:
 class LayoutSearch:
     results: list[SearchResult]
     exact: bool  # compiled by the target's own compiler (real devices or libtpu), not simulated CPU devices
+    compiler: str  # which one (neo.parallel.search.compiler_name)
     screened: int  # candidates considered before compiling
     compiled: int
 
@@ -165,6 +243,7 @@ def search_layouts(
             continue
         survivors.append((_tensor_parallel_ways(cand, axes), floor, cand))
     survivors.sort(key=lambda t: (t[0], t[1]))
+    model_flops = step_model_flops(cfg, sum(leaf.size for leaf in jax.tree.leaves(nn.unbox(boxed))))
     chosen = [c for _, _, c in survivors[:exact_top]]
     results = search(
         cfg,
@@ -173,7 +252,16 @@ def search_layouts(
         chosen,
         memory_limit=limit,
         peak_flops=cfg.mesh.peak_flops_per_device or peak_flops_per_device(cfg.mesh),
+        model_flops=model_flops,
+        hardware_flops=model_flops * remat_factor(cfg.model.remat_policy),
+        loop_trips=scan_length(boxed),
         devices=devices,
         progress=progress,
     )
-    return LayoutSearch(results=results + rejected, exact=exact, screened=len(cands), compiled=len(chosen))
+    return LayoutSearch(
+        results=results + rejected,
+        exact=exact,
+        compiler=compiler_name(devices, exact),
+        screened=len(cands),
+        compiled=len(chosen),
+    )

@@ -1,4 +1,9 @@
-"""Text in, text out: load a run's parameters and tokenizer and generate with the model's KV-cache decoder."""
+"""Text in, text out: load a run's parameters and tokenizer and generate with the model's KV-cache decoder.
+
+Sampling runs on one device unless a mesh is asked for (`mesh_for_sampling`): then the parameters are restored
+straight into their logical shardings (no device ever holds the whole model) and decoding runs under the mesh,
+with the same mesh and layout machinery as training (neo.parallel).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,10 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from neo.errors import CheckpointError
+from neo.errors import CheckpointError, LayoutError
 from neo.model.config import ModelConfig
+
+RUN_MESH = "run"  # `neo sample --mesh run`: the run's own mesh.shape and mesh.layout
 
 
 @dataclass
@@ -19,26 +26,114 @@ class Loaded:
     params: Any
     tokenizer: Tokenizer
     eos_id: int | None
+    mesh: Any = None  # a jax Mesh to decode under, or None for one device
+    rules: Any = None  # the logical-axis rules of that mesh
 
 
-def load_for_sampling(source: str | Path) -> Loaded:
-    """Parameters only (no optimizer state) and the tokenizer stored beside them."""
+def mesh_for_sampling(source: str | Path, mesh: str | None, layout: str | None = None) -> tuple[Any, Any]:
+    """(mesh, rules) to sample `source` with, or (None, None) for one device.
+
+    `mesh` None: one device. `mesh` "run": the run's own mesh config (one device when that mesh has one). Otherwise a
+    shape such as "x:2,y:4" over the devices present, with `layout` (default: the run's mesh.layout; empty = the
+    batch over every axis). Devices that do not fit raise a one-line LayoutError.
+    """
+    from neo.parallel.config import MeshConfig
+    from neo.parallel.mesh import mesh_and_rules
+
+    if mesh is None:
+        if layout:
+            raise LayoutError("--layout needs --mesh SHAPE (or --mesh run); without a mesh sampling uses one device")
+        return None, None
+    source = Path(source)
+    run_mesh = None
+    if (source / "config.yaml").is_file():
+        from neo.config import load
+
+        run_mesh = load(source / "config.yaml").mesh
+    if mesh == RUN_MESH:
+        if run_mesh is None:
+            raise LayoutError(f"{source} has no run config with a mesh; pass --mesh SHAPE (e.g. x:1,y:8) instead")
+        cfg = run_mesh if layout is None else MeshConfig(name=run_mesh.name, shape=run_mesh.shape, layout=layout)
+    else:
+        default = run_mesh.layout if run_mesh is not None else ""
+        cfg = MeshConfig(name="--mesh", shape=mesh, layout=default if layout is None else layout)
+    cfg.validate()
+    built, rules = mesh_and_rules(cfg)
+    if built.size == 1:
+        return None, None
+    return built, rules
+
+
+def load_for_sampling(source: str | Path, mesh: Any = None, rules: Any = None) -> Loaded:
+    """Parameters only (no optimizer state) and the tokenizer stored beside them.
+
+    With `mesh` and `rules` (see `mesh_for_sampling`) the parameters are placed in their logical shardings.
+    """
     from neo.data.tokenizer import eos_id, load_tokenizer
-    from neo.train.checkpoint import load_run
 
     source = Path(source)
+    tok_path = source / "tokenizer.json"
     if (source / "config.json").is_file() and not (source / "config.yaml").is_file():
         from neo.train.convert import load_hf_dir
 
         cfg_model, params = load_hf_dir(source)
-    else:
+        if mesh is not None:
+            import jax
+
+            params = jax.device_put(params, _shardings(cfg_model, mesh, rules))
+    elif mesh is None:
+        from neo.train.checkpoint import load_run
+
         cfg, params, _ = load_run(source)
         cfg_model = cfg.model
-    tok_path = source / "tokenizer.json"
+    else:
+        cfg_model, params = _restore_sharded(source, mesh, rules)
     if not tok_path.is_file():
         raise CheckpointError(f"{source} has no tokenizer.json; copy the tokenizer used for training into it")
     tokenizer = load_tokenizer(tok_path)
-    return Loaded(model=cfg_model, params=params, tokenizer=tokenizer, eos_id=eos_id(tokenizer))
+    return Loaded(model=cfg_model, params=params, tokenizer=tokenizer, eos_id=eos_id(tokenizer), mesh=mesh, rules=rules)
+
+
+def _boxed_params(cfg: ModelConfig) -> Any:
+    """The parameters' shapes and logical axis names, by abstract evaluation (nothing allocated)."""
+    import jax
+    import jax.numpy as jnp
+
+    from neo.model.transformer import GPTNeo
+
+    model = GPTNeo(cfg)
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))["params"]
+
+
+def _shardings(cfg: ModelConfig, mesh: Any, rules: Any) -> Any:
+    """The parameters' NamedShardings, after checking that the layout divides every tensor (one-line error)."""
+    from neo.parallel.layout import shardings
+
+    return shardings(_boxed_params(cfg), mesh, rules)
+
+
+def _restore_sharded(run_dir: Path, mesh: Any, rules: Any) -> tuple[ModelConfig, Any]:
+    """A run's latest parameters, each device reading only its own shards."""
+    import flax.linen as nn
+    import jax
+
+    from neo.config import load
+    from neo.train.checkpoint import Checkpoints
+
+    if not (run_dir / "config.yaml").is_file():
+        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml); pass a directory from `neo train`")
+    cfg = load(run_dir / "config.yaml").model
+    placed = _shardings(cfg, mesh, rules)
+    unboxed = nn.meta.unbox(_boxed_params(cfg))
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), unboxed, placed)
+    ckpts = Checkpoints(run_dir, read_only=True, async_save=False)
+    try:
+        step = ckpts.latest_step()
+        if step is None:
+            raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first (neo train --run-dir {run_dir})")
+        return cfg, ckpts.restore_params(step, abstract)
+    finally:
+        ckpts.close()
 
 
 def sample_texts(
@@ -81,6 +176,8 @@ def sample_texts(
         eos_id=loaded.eos_id if stop_at_eos else None,
         seed=seed,
         on_token=on_token,
+        mesh=loaded.mesh,
+        rules=loaded.rules,
     )
     texts = []
     for row, ids in enumerate(outputs):

@@ -42,7 +42,7 @@ def test_cached_logits_equal_full_forward_with_left_padding(changes: dict) -> No
 
 def test_local_cache_holds_only_the_window() -> None:
     cache = init_cache(small(window_size=3), batch=2, length=100)
-    assert cache[0]["k"].shape == (2, 2, 100, 4, 8) and cache[1]["k"].shape == (2, 2, 3, 4, 8)
+    assert cache[0]["k"].shape == (2, 2, 4, 100, 8) and cache[1]["k"].shape == (2, 2, 4, 3, 8)
 
 
 def test_greedy_equals_argmax_of_full_recompute_and_batched_equals_unbatched() -> None:

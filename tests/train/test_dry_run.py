@@ -1,6 +1,10 @@
-"""Compile-only checks before launch: `neo train --dry-run` and the layout search, on 8 simulated devices."""
+"""Compile-only checks before launch: `neo train --dry-run` and the layout search, on 8 simulated devices, and on
+TPU pods through libtpu's ahead-of-time compiler when the `libtpu` wheel is installed."""
 
 from __future__ import annotations
+
+import importlib.util
+import time
 
 import pytest
 
@@ -47,3 +51,70 @@ def test_layout_search_ranks_fitting_candidates_first() -> None:
 def test_cli_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["train", "--dry-run", *SMALL, "mesh=cpu-8"]) == 0
     assert "per device" in capsys.readouterr().out
+
+
+needs_libtpu = pytest.mark.skipif(
+    importlib.util.find_spec("libtpu") is None,
+    reason="libtpu is not installed (pip install libtpu, Linux x86-64): the TPU compiler cannot run here",
+)
+
+
+@needs_libtpu
+def test_dry_run_on_a_tpu_preset_uses_the_tpu_compiler() -> None:
+    report = dry_run(compose([*SMALL, "mesh=v3-8"]))
+    assert report.exact and report.devices == 8 and report.fits
+    assert report.compiler.startswith("TPU compiler (libtpu") and "TPU v3" in report.compiler
+    assert (
+        "compiled by: TPU compiler" in report.summary() and "estimate: compiled for simulated" not in report.summary()
+    )
+    # the TPU compiler lays arrays out in (8, 128) tiles: the tiny model's 64-wide parameters and their two Adam
+    # moments take more than their 12 bytes per parameter, which the CPU compiler reports almost exactly
+    assert report.argument_bytes > 1.15 * 12 * report.n_params
+    assert report.step_time_s > 0 and 0 < report.mfu < 1
+
+
+@needs_libtpu
+def test_the_tpu_compilers_out_of_memory_is_a_verdict_not_a_crash(capsys: pytest.CaptureFixture[str]) -> None:
+    """libtpu refuses to compile a program larger than HBM; the dry run reports that as "does NOT fit"."""
+    assert run(["train", "--dry-run", "model=gpt_1T", "mesh=v3-2048", "train.batch_size=256"]) == 0
+    text = capsys.readouterr().out
+    assert "does NOT fit" in text and "Ran out of memory" in text and "TPU compiler (libtpu" in text
+
+
+def _timed_dry_run(overrides: list[str]) -> tuple[object, float]:
+    start = time.perf_counter()
+    report = dry_run(compose(overrides))
+    return report, time.perf_counter() - start
+
+
+@pytest.mark.slow
+@needs_libtpu
+@pytest.mark.parametrize(
+    ("model", "mesh", "extra"),
+    [
+        # GPT-3 175B: fully sharded (embd over x) with 8-way tensor parallelism, 1 sequence per replica
+        ("gpt3_175B", "v3-1024", ["mesh.layout=batch:x,embd:x,heads:y,mlp:y", "train.batch_size=128"]),
+        # the 1T target needs v5p's 95 GiB chips: the preset's layout also splits the sequence over y
+        ("gpt_1T", "v5p-1024", ["train.batch_size=128"]),
+    ],
+)
+def test_the_largest_models_fit_their_pods(model: str, mesh: str, extra: list[str]) -> None:
+    report, seconds = _timed_dry_run([f"model={model}", f"mesh={mesh}", *extra])
+    assert report.exact and "TPU compiler (libtpu" in report.compiler
+    assert report.fits, report.summary()
+    assert report.n_params > (1.7e11 if model == "gpt3_175B" else 9e11)
+    assert report.step_time_s > 0 and 0 < report.mfu < 1
+    print(f"{model} on {mesh}: {seconds:.0f} s\n{report.summary()}")
+
+
+@pytest.mark.slow
+@needs_libtpu
+def test_layout_search_for_gpt3_xl_on_v3_256_with_the_tpu_compiler(capsys: pytest.CaptureFixture[str]) -> None:
+    start = time.perf_counter()
+    found = search_layouts(compose(["model=gpt3_xl", "mesh=v3-256", "train.batch_size=512"]), exact_top=2)
+    seconds = time.perf_counter() - start
+    compiled = [r for r in found.results if r.report is not None]
+    assert found.exact and found.compiler.startswith("TPU compiler (libtpu") and len(compiled) == 2
+    assert compiled[0].fits and compiled[0].report.memory_bytes < 16 * 2**30
+    assert all(0 < r.mfu < 1 for r in compiled if r.fits)
+    print(f"gpt3_xl on v3-256: {seconds:.0f} s, best {compiled[0].candidate}")

@@ -3,9 +3,8 @@
 Layout of the work: a reader thread streams documents in a fixed order and cuts them into batches; the batches are
 tokenized in order, either by a second thread (one worker: `tokenizers` already uses every core for a batch, and
 releases the GIL) or by a pool of processes; the main thread writes the records. The three overlap, so with one worker
-the tokenizer never waits for reading or writing (TFRecord examples are hand-encoded, see `tfrecord.serialize_tokens`).
-Shards are defined by the document stream itself (shard k holds documents k·files_per … (k+1)·files_per − 1), so the
-output is identical whatever the worker count.
+the tokenizer never waits for reading or writing. Shards are defined by the document stream itself (shard k holds
+documents k·files_per … (k+1)·files_per − 1), so the output is identical whatever the worker count.
 
 Modes:
 - `documents`: one record per document, followed by the separator; documents shorter than `minimum_size` tokens are

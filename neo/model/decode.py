@@ -160,11 +160,10 @@ def param_shardings(cfg: ModelConfig, mesh: Mesh, rules: Rules) -> Any:
 
     Raises a one-line LayoutError when the layout does not divide a tensor (e.g. a vocab not divisible by its axis).
     """
+    from neo.model.params import abstract_variables
     from neo.parallel.layout import shardings
 
-    model = GPTNeo(cfg)
-    boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))
-    return shardings(boxed["params"], mesh, rules)
+    return shardings(abstract_variables(cfg)["params"], mesh, rules)
 
 
 def batch_multiple(mesh: Mesh | None, rules: Rules | None) -> int:

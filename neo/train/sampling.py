@@ -80,7 +80,9 @@ def load_for_sampling(source: str | Path, mesh: Any = None, rules: Any = None) -
         if mesh is not None:
             import jax
 
-            params = jax.device_put(params, _shardings(cfg_model, mesh, rules))
+            from neo.model.decode import param_shardings
+
+            params = jax.device_put(params, param_shardings(cfg_model, mesh, rules))
     elif mesh is None:
         from neo.train.checkpoint import load_run
 
@@ -94,37 +96,21 @@ def load_for_sampling(source: str | Path, mesh: Any = None, rules: Any = None) -
     return Loaded(model=cfg_model, params=params, tokenizer=tokenizer, eos_id=eos_id(tokenizer), mesh=mesh, rules=rules)
 
 
-def _boxed_params(cfg: ModelConfig) -> Any:
-    """The parameters' shapes and logical axis names, by abstract evaluation (nothing allocated)."""
-    import jax
-    import jax.numpy as jnp
-
-    from neo.model.transformer import GPTNeo
-
-    model = GPTNeo(cfg)
-    return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))["params"]
-
-
-def _shardings(cfg: ModelConfig, mesh: Any, rules: Any) -> Any:
-    """The parameters' NamedShardings, after checking that the layout divides every tensor (one-line error)."""
-    from neo.parallel.layout import shardings
-
-    return shardings(_boxed_params(cfg), mesh, rules)
-
-
 def _restore_sharded(run_dir: Path, mesh: Any, rules: Any) -> tuple[ModelConfig, Any]:
     """A run's latest parameters, each device reading only its own shards."""
     import flax.linen as nn
     import jax
 
     from neo.config import load
+    from neo.model.decode import param_shardings
+    from neo.model.params import abstract_variables
     from neo.train.checkpoint import Checkpoints
 
     if not (run_dir / "config.yaml").is_file():
         raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml); pass a directory from `neo train`")
     cfg = load(run_dir / "config.yaml").model
-    placed = _shardings(cfg, mesh, rules)
-    unboxed = nn.meta.unbox(_boxed_params(cfg))
+    placed = param_shardings(cfg, mesh, rules)
+    unboxed = nn.meta.unbox(abstract_variables(cfg)["params"])
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), unboxed, placed)
     ckpts = Checkpoints(run_dir, read_only=True, async_save=False)
     try:

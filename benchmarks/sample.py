@@ -45,12 +45,12 @@ def main() -> None:
     import flax.linen as nn
 
     from neo.config import compose
-    from neo.model.decode import generate, unrolled
+    from neo.model.decode import for_decoding, generate
     from neo.model.params import init_params
 
     cfg = compose(["model=neo_125M"]).model
     params = nn.meta.unbox(init_params(cfg, seed=0))
-    decode_cfg, decode_params = unrolled(cfg, params)  # once, as loading does: generate would per call (0.3 s)
+    decode_cfg, decode_params = for_decoding(cfg, params)  # once, as loading does: generate would per call
     rng = np.random.default_rng(0)
     runners: dict[str, Callable[[np.ndarray, int], None]] = {}
     if args.only == "neo":

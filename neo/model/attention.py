@@ -5,10 +5,11 @@
 - `global`: causal over all keys; `local`: query at position i sees keys i-w+1 .. i; `linear`: causal linear
   attention (softmax feature map on q, exp on k, cumulative sums); MLM models attend bidirectionally.
 - Masks come from explicit per-key positions and validity, left-padded rows included. With a KV cache (see
-  neo.model.decode) a multi-token chunk is a prefill into an empty cache: it attends to itself exactly as in training
-  and is then written to the cache. A one-token chunk is a decode step: it is written into its slot in place first,
-  then attends over the cache alone, so no step copies the cache. A local layer's cache is a ring buffer of only its
-  window (the slot a step overwrites holds a key just outside the window).
+  neo.model.decode) the layer only reads the cache and returns the chunk's own entries; `write_cache` stores them
+  in a separate jitted call on the donated cache. A multi-token chunk is a prefill into an empty cache: it attends
+  to itself exactly as in training. A one-token chunk is a decode step: it attends to the cache as it was plus its
+  own key/value. A local layer's cache is a ring buffer of only its window (the slot a step overwrites holds a key
+  just outside the window).
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from neo.model.common import constrain, dense_std, normal, param
+from neo.model.common import constrain, dense, dense_param, dense_std, normal, param
 from neo.model.config import ModelConfig
 from neo.model.positions import apply_rotary
 
 Cache = dict[str, jax.Array]  # k, v: [batch, heads, slots, kv]; pos: [batch, slots] int32; valid: [batch, slots]
 LINEAR_EPS = 1e-6
-_SLOT_AXIS = {"k": 2, "v": 2, "pos": 1, "valid": 1}  # heads before slots: the decode dots read the cache in place
+_SLOT_AXIS = {"k": -2, "v": -2, "pos": -1, "valid": -1}  # heads before slots: the decode dots read it in place
 # logical axes of one layer's cache entries: sharded like the activations (batch, heads), never along the slots
 CACHE_AXES = {"k": ("batch", "heads", None, "kv"), "v": ("batch", "heads", None, "kv"), "pos": ("batch", None)}
 CACHE_AXES["valid"] = CACHE_AXES["pos"]
@@ -44,27 +45,23 @@ def attention_mask(cfg: ModelConfig, kind: str, q_pos: jax.Array, k_pos: jax.Arr
 def write_cache(cache: Cache, new: Cache, index: jax.Array) -> Cache:
     """Write a chunk's entries at slots index.. (mod the cache size): a ring buffer for local windows.
 
-    One entry (a decode step) is a dynamic_update_slice, which XLA does in place in the donated cache.
+    Entries may carry leading (scanned `layers`) axes. Jit it apart from the step that reads the cache, with the
+    cache donated: then the update is the buffer's only use and XLA writes the slot in place. Reading and writing
+    the cache in one program made XLA CPU copy the whole cache every step (2.7x slower at batch 8).
     """
-    size, length = cache["pos"].shape[1], new["pos"].shape[1]
-    if length == 1 and cache["pos"].shape[0] == 1:
-        # batch 1: a masked select, not an update-slice: XLA CPU fuses the update with the bitcast that drops the
-        # size-1 batch dim before the attention dots, duplicating it and copying the whole cache (5x slower)
-        out = {}
-        for n in cache:
-            hit = jnp.arange(size) == index % size
-            hit = hit.reshape((1,) * _SLOT_AXIS[n] + (size,) + (1,) * (cache[n].ndim - _SLOT_AXIS[n] - 1))
-            out[n] = jnp.where(hit, new[n], cache[n])
-    elif length == 1:
-        out = {n: lax.dynamic_update_slice_in_dim(cache[n], new[n], index % size, _SLOT_AXIS[n]) for n in cache}
-    else:
-        keep = min(size, length)  # a chunk longer than the ring only leaves its last `size` entries
-        slots = (index + length - keep + jnp.arange(keep)) % size
-        out = {}
-        for n in cache:
-            at = (slice(None),) * _SLOT_AXIS[n] + (slots,)
-            out[n] = cache[n].at[at].set(lax.slice_in_dim(new[n], length - keep, length, axis=_SLOT_AXIS[n]))
-    return {n: constrain(a, CACHE_AXES[n]) for n, a in out.items()}
+    size, length = cache["pos"].shape[-1], new["pos"].shape[-1]
+    out = {}
+    for n in cache:
+        axis = cache[n].ndim + _SLOT_AXIS[n]
+        if length == 1:  # a decode step
+            out[n] = lax.dynamic_update_slice_in_dim(cache[n], new[n], index % size, axis)
+        else:  # a chunk longer than the ring only leaves its last `size` entries
+            keep = min(size, length)
+            slots = (index + length - keep + jnp.arange(keep)) % size
+            chunk = lax.slice_in_dim(new[n], length - keep, length, axis=axis)
+            out[n] = cache[n].at[(slice(None),) * axis + (slots,)].set(chunk)
+        out[n] = constrain(out[n], ("layers",) * (cache[n].ndim - len(CACHE_AXES[n])) + CACHE_AXES[n])
+    return out
 
 
 class Attention(nn.Module):
@@ -84,27 +81,26 @@ class Attention(nn.Module):
         cfg = self.config
         d, h, hd = cfg.n_embd, cfg.n_head, cfg.head_dim
         axes_in = ("embd", "heads", "kv")
-        wq = param(self, "q", normal(dense_std(cfg, d, (d * hd) ** -0.5)), (d, h, hd), axes_in, cfg)
-        wk = param(self, "k", normal(dense_std(cfg, d, d**-0.5)), (d, h, hd), axes_in, cfg)
-        wv = param(self, "v", normal(dense_std(cfg, d, d**-0.5)), (d, h, hd), axes_in, cfg)
+        wq = dense_param(self, "q", normal(dense_std(cfg, d, (d * hd) ** -0.5)), (d, h, hd), axes_in, cfg)
+        wk = dense_param(self, "k", normal(dense_std(cfg, d, d**-0.5)), (d, h, hd), axes_in, cfg)
+        wv = dense_param(self, "v", normal(dense_std(cfg, d, d**-0.5)), (d, h, hd), axes_in, cfg)
         o_std = dense_std(cfg, d, d**-0.5, residual_out=True)
-        wo = param(self, "o", normal(o_std), (h, hd, d), ("heads", "kv", "embd"), cfg)
+        wo = dense_param(self, "o", normal(o_std), (h, hd, d), ("heads", "kv", "embd"), cfg, n_in=2)
         bo = param(self, "o_bias", nn.initializers.zeros, (d,), ("embd",), cfg)
 
         q, k, v = (
-            constrain(jnp.einsum("bld,dhk->blhk", x, w), ("batch", "length", "heads", "kv")) for w in (wq, wk, wv)
+            constrain(dense(x, w, "bld,dhk->blhk", cfg), ("batch", "length", "heads", "kv")) for w in (wq, wk, wv)
         )
         if cfg.rotary_emb:
             q, k = apply_rotary(q, positions), apply_rotary(k, positions)
 
-        new_cache = None
-        if cache is not None:
+        entries = None
+        if cache is not None:  # this chunk's entries, in the cache's layout and dtype
             heads_first = (0, 2, 1, 3)
-            chunk = {"k": k.transpose(heads_first), "v": v.transpose(heads_first), "pos": positions, "valid": valid}
-            chunk = {n: a.astype(cache[n].dtype) for n, a in chunk.items()}
-            new_cache = write_cache(cache, chunk, cache_index)
-        if new_cache is not None and x.shape[1] == 1:  # a decode step: the cache already holds this token
-            out = self._decode(q, new_cache, positions)
+            entries = {"k": k.transpose(heads_first), "v": v.transpose(heads_first), "pos": positions, "valid": valid}
+            entries = {n: constrain(a.astype(cache[n].dtype), CACHE_AXES[n]) for n, a in entries.items()}
+        if cache is not None and x.shape[1] == 1:  # a decode step: the cache so far plus this token
+            out = self._decode(q, cache, entries, positions)
         else:  # training, or a prefill into an empty cache: the chunk attends to itself
             mask = attention_mask(cfg, self.kind, positions, positions, valid)
             keys, values = k, v
@@ -116,7 +112,7 @@ class Attention(nn.Module):
                 mask = jnp.concatenate([jnp.ones((*mask.shape[:2], m), bool), mask], axis=2)
             out = (self._linear if self.kind == "linear" else self._softmax)(q, keys, values, mask)
         out = constrain(out.astype(x.dtype), ("batch", "length", "heads", "kv"))
-        return jnp.einsum("blhk,hkd->bld", out, wo) + bo, new_cache
+        return dense(out, wo, "blhk,hkd->bld", cfg) + bo, entries
 
     def _memory(self) -> tuple[jax.Array, jax.Array]:
         """The learned memory key/values every query may attend to: [num_mem_kv, heads, kv] each."""
@@ -126,15 +122,17 @@ class Attention(nn.Module):
             self, "mem_v", normal(0.02), shape, axes, cfg
         )
 
-    def _decode(self, q: jax.Array, cache: Cache, positions: jax.Array) -> jax.Array:
-        """One query per row, q [b, 1, heads, kv], over the cache (already holding this step) and any memory kv.
+    def _decode(self, q: jax.Array, cache: Cache, own: Cache, positions: jax.Array) -> jax.Array:
+        """One query per row, q [b, 1, heads, kv], over the cache before this step, the step's `own` key/value and
+        any memory kv.
 
         Reads the cache in its [b, heads, slots, kv] layout: the dots batch over (b, heads) with no transpose or
-        concatenation of the cache, so a step costs one read of it.
+        concatenation of the cache, so a step costs one read of it. The slot this step will overwrite is masked
+        already: empty in a global cache, a key just outside the window in a local ring.
         """
         cfg, b, f32 = self.config, q.shape[0], jnp.float32
         mask = attention_mask(cfg, self.kind, positions, cache["pos"], cache["valid"])[:, None]  # [b, 1, 1, slots]
-        blocks = [(cache["k"], cache["v"], mask)]
+        blocks = [(cache["k"], cache["v"], mask), (own["k"], own["v"], own["valid"][:, None, None])]
         if cfg.num_mem_kv:
             shape = (b, cfg.n_head, cfg.num_mem_kv, cfg.head_dim)
             mem_k, mem_v = (jnp.broadcast_to(t.transpose(1, 0, 2)[None], shape) for t in self._memory())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 from neo.model.config import ModelConfig
 
 Initializer = Callable[..., jax.Array]
+FEW_ROWS = 64  # products with at most this many rows (decoding) take the `rows_times_weight` form
 
 
 def dtype_of(name: str) -> jnp.dtype:
@@ -41,6 +43,50 @@ def param(
     """A parameter boxed with its logical axis names, returned cast to the activation dtype."""
     value = module.param(name, nn.with_logical_partitioning(init, tuple(axes)), tuple(shape), dtype_of(cfg.param_dtype))
     return jnp.asarray(value, dtype_of(cfg.precision))
+
+
+def dense_param(
+    module: nn.Module,
+    name: str,
+    init: Initializer,
+    shape: Sequence[int],
+    axes: Sequence[str | None],
+    cfg: ModelConfig,
+    n_in: int = 1,
+) -> jax.Array:
+    """A dense weight, logically [in..., out...] (its first `n_in` dims meet the input); use it with `dense`.
+
+    With `cfg.weights_out_first` (decoding) it is stored [out..., in...], with its logical names permuted alike.
+    """
+    if cfg.weights_out_first:
+        shape, axes = (*shape[n_in:], *shape[:n_in]), (*axes[n_in:], *axes[:n_in])
+    return param(module, name, init, shape, axes, cfg)
+
+
+def dense(x: jax.Array, w: jax.Array, spec: str, cfg: ModelConfig) -> jax.Array:
+    """`einsum(spec, x, w)` for a `dense_param` weight, where x's trailing dims contract with w's leading ones.
+
+    A weight stored [out, in] (`cfg.weights_out_first`) is applied through `rows_times_weight`.
+    """
+    if not cfg.weights_out_first:
+        return jnp.einsum(spec, x, w)
+    xs, ws = spec.split("->")[0].split(",")
+    n_in = len(set(xs) & set(ws))
+    lead, outs = x.shape[: x.ndim - n_in], w.shape[: w.ndim - n_in]
+    rows, w2 = math.prod(lead), w.reshape(math.prod(outs), -1)
+    x2 = x.reshape(rows, -1)
+    y = jnp.einsum("ni,oi->no", x2, w2) if rows > FEW_ROWS else rows_times_weight(x2, w2)
+    return y.reshape(*lead, *outs)
+
+
+def rows_times_weight(x: jax.Array, w: jax.Array, **dot_kwargs: Any) -> jax.Array:
+    """x [rows, in] @ w.T for a weight stored [out, in] and a few rows (decoding).
+
+    The product is formed as w @ x.T and transposed after, behind an optimisation barrier (XLA folds the transpose
+    back into the dot otherwise): XLA CPU streams the weight 1.15x faster at batch 1 and 1.3-1.6x faster at
+    batch 8 this way round.
+    """
+    return jax.lax.optimization_barrier(jnp.einsum("oi,ni->on", w, x, **dot_kwargs)).T
 
 
 def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:

@@ -94,6 +94,9 @@ class ModelConfig:
     # none | full (save nothing) | dots (save matmul outputs, recompute the elementwise ops: less memory than none,
     # and on CPU 12% faster, as it writes fewer activations) | dots_no_batch
     remat_policy: str = "dots"
+    # dense weights stored [out, in] instead of [in, out]: set by neo.model.decode for its few-row products only;
+    # checkpoints, converters and training always use [in, out]
+    weights_out_first: bool = False
 
     # ---- derived --------------------------------------------------------------------------------------------
     @property
@@ -162,6 +165,8 @@ class ModelConfig:
         for key in ("precision", "param_dtype"):
             if getattr(self, key) not in DTYPES:
                 raise ConfigError(f"model.{key} '{getattr(self, key)}' is not one of: {', '.join(DTYPES)}")
+        if self.weights_out_first:
+            raise ConfigError("model.weights_out_first is set by `neo sample` while decoding only; remove it")
         if self.remat_policy not in REMAT_POLICIES:
             raise ConfigError(f"model.remat_policy '{self.remat_policy}' is not one of: {', '.join(REMAT_POLICIES)}")
         for key in ("embed_dropout", "attn_dropout", "res_dropout"):

@@ -4,8 +4,11 @@ Prompts of different lengths share a batch by left-padding to a power-of-two buc
 positions (0 at its first real token) and its padding is masked out of every attention, so a batched row equals
 its unbatched self. Global layers cache every slot, local layers a ring buffer of their window only. The step
 functions are jitted with the cache index as a traced scalar: one compile per (batch, bucket, cache length), never
-one per token. Each step picks its token on the device and takes the previous step's token as a device array, so
-the next step is dispatched before the host reads (and streams) the current token: no host round trip per token.
+one per token. The model only reads the cache and returns each chunk's entries; a second jitted call writes them
+into the donated cache, where XLA updates the slot in place (in one program with the reads, XLA CPU copied the
+whole cache every step). Each step picks its token on the device and takes the previous step's token as a device
+array, so the next step is dispatched before the host reads (and streams) the current token: no host round trip
+per token.
 
 With a mesh and logical-axis rules (see neo.parallel), parameters and cache are placed with their logical shardings
 (the cache by batch and heads) and every step runs under the mesh, exactly as training lays the model out.
@@ -26,7 +29,7 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
 from neo.errors import ConfigError
-from neo.model.attention import CACHE_AXES, Cache
+from neo.model.attention import CACHE_AXES, Cache, write_cache
 from neo.model.common import dtype_of
 from neo.model.config import ModelConfig
 from neo.model.transformer import GPTNeo
@@ -75,6 +78,7 @@ def placed_cache(cfg: ModelConfig, batch: int, length: int, mesh: Mesh | None, r
 class Steps(NamedTuple):
     forward: Callable  # (params, tokens, positions, valid, cache, index) -> (last logits [b, vocab], cache)
     step: Callable  # (..., key, temperature, top_k, top_p, greedy=) -> (token [b, 1], next positions [b, 1], cache)
+    # both are two dispatches: the jitted model call (reads the cache), then `write` (the cache donated)
 
 
 _STEPS: dict[Any, Steps] = {}
@@ -83,22 +87,36 @@ _STEPS: dict[Any, Steps] = {}
 def _build_steps(cfg: ModelConfig) -> Steps:
     model = GPTNeo(cfg)
 
-    def forward(params, tokens, positions, valid, cache, index):
-        logits, cache = model.apply(
+    def logits_and_entries(params, tokens, positions, valid, cache, index):
+        logits, entries = model.apply(
             {"params": params}, tokens, positions=positions, valid=valid, cache=cache, cache_index=index, last_only=True
         )
-        return logits[:, -1], cache
+        return logits[:, -1], entries
 
-    def step(params, tokens, positions, valid, cache, index, key, temperature, top_k, top_p, *, greedy):
-        logits, cache = forward(params, tokens, positions, valid, cache, index)
+    def choose(params, tokens, positions, valid, cache, index, key, temperature, top_k, top_p, *, greedy):
+        logits, entries = logits_and_entries(params, tokens, positions, valid, cache, index)
         if greedy:
             chosen = jnp.argmax(logits, axis=-1)
         else:
             chosen = _sample(logits, jax.random.fold_in(key, index), temperature, top_k, top_p)
-        return chosen.astype(jnp.int32)[:, None], positions[:, -1:] + 1, cache
+        return chosen.astype(jnp.int32)[:, None], positions[:, -1:] + 1, entries
 
-    # the cache is donated: XLA updates it in place, never copied per token
-    return Steps(jax.jit(forward, donate_argnums=4), jax.jit(step, donate_argnums=4, static_argnames="greedy"))
+    def write(cache, entries, index):
+        return [write_cache(c, e, index) if c else c for c, e in zip(cache, entries, strict=True)]
+
+    logits_jit, choose_jit = jax.jit(logits_and_entries), jax.jit(choose, static_argnames="greedy")
+    write_jit = jax.jit(write, donate_argnums=0)  # in place: the update is the donated cache's only use
+
+    def forward(params, tokens, positions, valid, cache, index):
+        logits, entries = logits_jit(params, tokens, positions, valid, cache, index)
+        return logits, write_jit(cache, entries, index)
+
+    def step(params, tokens, positions, valid, cache, index, key, temperature, top_k, top_p, *, greedy):
+        args = (params, tokens, positions, valid, cache, index, key, temperature, top_k, top_p)
+        chosen, next_positions, entries = choose_jit(*args, greedy=greedy)
+        return chosen, next_positions, write_jit(cache, entries, index)
+
+    return Steps(forward, step)
 
 
 def steps_for(cfg: ModelConfig, mesh: Mesh | None = None, rules: Rules | None = None) -> Steps:
@@ -140,23 +158,39 @@ def bucket(n: int) -> int:
     return max(8, 1 << (n - 1).bit_length())
 
 
-def unrolled(cfg: ModelConfig, params: Any) -> tuple[ModelConfig, Any]:
-    """The same model with its layers unrolled (`h_i` entries instead of a scanned `blocks` stack).
+def for_decoding(cfg: ModelConfig, params: Any) -> tuple[ModelConfig, Any]:
+    """The same model laid out for decoding: layers unrolled and dense weights stored [out, in].
 
     Scan keeps compile time flat for training, but a scanned decode step threads the whole KV cache through the
-    loop carry; unrolled, each layer updates its own cache in place — 2.3× faster per token for neo_125M on CPU.
+    loop carry; unrolled, each layer has its own cache buffer (2.3x faster per token for neo_125M on CPU). With
+    `weights_out_first` the few-row products stream each weight in the order XLA CPU reads fastest (see
+    `neo.model.common.rows_times_weight`). Each weight is permuted as its logical axis names say.
     """
-    if not cfg.scan_layers:
+    if cfg.weights_out_first:
         return cfg, params
-    period = cfg.scan_period()
-    out = {k: v for k, v in params.items() if k != "blocks"}
-    for i in range(cfg.n_layer):
-        out[f"h_{i}"] = jax.tree.map(lambda a, r=i // period: a[r], params["blocks"][f"layer_{i % period}"])
-    return dataclasses.replace(cfg, scan_layers=False), out
+    if cfg.scan_layers:
+        period = cfg.scan_period()
+        flat = {k: v for k, v in params.items() if k != "blocks"}
+        for i in range(cfg.n_layer):
+            flat[f"h_{i}"] = jax.tree.map(lambda a, r=i // period: a[r], params["blocks"][f"layer_{i % period}"])
+        cfg, params = dataclasses.replace(cfg, scan_layers=False), flat
+    out_cfg = dataclasses.replace(cfg, weights_out_first=True)
+
+    def permute(a: Any, before: tuple[str | None, ...], after: tuple[str | None, ...]) -> Any:
+        return a if before == after else jnp.transpose(a, [before.index(n) for n in after])
+
+    return out_cfg, jax.tree.map(permute, params, _axis_names(cfg), _axis_names(out_cfg))
+
+
+def _axis_names(cfg: ModelConfig) -> Any:
+    from neo.model.params import abstract_variables
+
+    boxed = abstract_variables(cfg)["params"]
+    return jax.tree.map(lambda p: p.names, boxed, is_leaf=lambda p: isinstance(p, nn.Partitioned))
 
 
 def param_shardings(cfg: ModelConfig, mesh: Mesh, rules: Rules) -> Any:
-    """NamedShardings of the model's parameters (scanned or unrolled, as `cfg` says) from their logical names.
+    """NamedShardings of the model's parameters (in the layout `cfg` says) from their logical names.
 
     Raises a one-line LayoutError when the layout does not divide a tensor (e.g. a vocab not divisible by its axis).
     """
@@ -220,7 +254,7 @@ def generate(
     if max_new_tokens == 0:
         return [[] for _ in prompts]
 
-    cfg, params = unrolled(cfg, nn.meta.unbox(params))
+    cfg, params = for_decoding(cfg, nn.meta.unbox(params))
     rows = len(prompts)
     multiple = batch_multiple(mesh, rules)
     batch, width = -(-rows // multiple) * multiple, bucket(longest)  # dummy rows fill a sharded batch

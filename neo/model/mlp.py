@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from neo.model.common import ACTIVATION_FNS, constrain, dense_std, normal, param
+from neo.model.common import ACTIVATION_FNS, constrain, dense, dense_param, dense_std, normal, param
 from neo.model.config import ModelConfig
 
 
@@ -19,16 +18,17 @@ class MLP(nn.Module):
         cfg = self.config
         d, m = cfg.n_embd, cfg.inner_dim
         act = ACTIVATION_FNS[cfg.activation_function]
-        w_fc = param(self, "c_fc", normal(dense_std(cfg, d)), (d, m), ("embd", "mlp"), cfg)
+        w_fc = dense_param(self, "c_fc", normal(dense_std(cfg, d)), (d, m), ("embd", "mlp"), cfg)
         b_fc = param(self, "c_fc_bias", nn.initializers.zeros, (m,), ("mlp",), cfg)
-        h = jnp.einsum("bld,dm->blm", x, w_fc) + b_fc
+        h = dense(x, w_fc, "bld,dm->blm", cfg) + b_fc
         if cfg.mlp_glu:
-            w_gate = param(self, "c_gate", normal(dense_std(cfg, d)), (d, m), ("embd", "mlp"), cfg)
+            w_gate = dense_param(self, "c_gate", normal(dense_std(cfg, d)), (d, m), ("embd", "mlp"), cfg)
             b_gate = param(self, "c_gate_bias", nn.initializers.zeros, (m,), ("mlp",), cfg)
-            h = h * act(jnp.einsum("bld,dm->blm", x, w_gate) + b_gate)
+            h = h * act(dense(x, w_gate, "bld,dm->blm", cfg) + b_gate)
         else:
             h = act(h)
         h = constrain(h, ("batch", "length", "mlp"))
-        w_proj = param(self, "c_proj", normal(dense_std(cfg, m, residual_out=True)), (m, d), ("mlp", "embd"), cfg)
+        w_std = dense_std(cfg, m, residual_out=True)
+        w_proj = dense_param(self, "c_proj", normal(w_std), (m, d), ("mlp", "embd"), cfg)
         b_proj = param(self, "c_proj_bias", nn.initializers.zeros, (d,), ("embd",), cfg)
-        return jnp.einsum("blm,md->bld", h, w_proj) + b_proj
+        return dense(h, w_proj, "blm,md->bld", cfg) + b_proj

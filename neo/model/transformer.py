@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from neo.model.attention import Attention, Cache
-from neo.model.common import constrain, dense_std, dtype_of, normal, param
+from neo.model.common import FEW_ROWS, constrain, dense_param, dense_std, dtype_of, normal, param, rows_times_weight
 from neo.model.config import ModelConfig
 from neo.model.mlp import MLP
 from neo.model.moe import MoE
@@ -96,11 +96,13 @@ class GPTNeo(nn.Module):
     ) -> Any:
         """tokens int32 [batch, length] -> float32 logits [batch, length, n_vocab].
 
-        With `cache` (see neo.model.decode), also returns the updated cache; `positions`/`valid` then describe the
-        chunk (left-padded rows have valid=False on their padding). `last_only` keeps the last position's logits
-        only (decoding needs no others; for a 128-token prefill the full vocab projection is a third of the work).
-        `features_only` returns the final hidden states (after ln_f) instead of logits: the trainer fuses the vocab
-        projection into its loss (`neo.model.objectives.lm_head_loss`, with `output_embedding`).
+        With `cache` (see neo.model.decode), the cache is only read, and the chunk's own cache entries are returned
+        too, shaped like the cache with the chunk's length as slots, for `neo.model.attention.write_cache` to store;
+        `positions`/`valid` then describe the chunk (left-padded rows have valid=False on their padding).
+        `last_only` keeps the last position's logits only (decoding needs no others; for a 128-token prefill the
+        full vocab projection is a third of the work). `features_only` returns the final hidden states (after ln_f)
+        instead of logits: the trainer fuses the vocab projection into its loss (`neo.model.objectives.lm_head_loss`,
+        with `output_embedding`).
         """
         cfg = self.config
         length = tokens.shape[1]
@@ -139,24 +141,33 @@ class GPTNeo(nn.Module):
             cache = None if cache is None else new_cache
 
         x = LayerNorm(cfg, name="ln_f")(x[:, -1:] if last_only else x)
-        if cfg.no_weight_tie:
-            head = param(
-                self, "lm_head", normal(dense_std(cfg, cfg.n_embd)), (cfg.n_embd, cfg.n_vocab), ("embd", "vocab"), cfg
-            )
+        head = wte  # [vocab, embd]
+        if cfg.no_weight_tie:  # [embd, vocab], or [vocab, embd] when weights_out_first
+            head_std = normal(dense_std(cfg, cfg.n_embd))
+            head = dense_param(self, "lm_head", head_std, (cfg.n_embd, cfg.n_vocab), ("embd", "vocab"), cfg)
         if features_only:
             return (x, cache) if use_cache else x
-        if cfg.no_weight_tie:
+        if cfg.no_weight_tie and not cfg.weights_out_first:
             logits = jnp.einsum("bld,dv->blv", x, head, preferred_element_type=jnp.float32)
         else:
-            logits = jnp.einsum("bld,vd->blv", x, wte, preferred_element_type=jnp.float32)
+            logits = _logits(x, head)
         logits = constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
         if cfg.z_loss:
             self.sow("losses", "z_loss", z_loss(jax.nn.logsumexp(logits, -1), cfg.z_loss))
         return (logits, cache) if use_cache else logits
 
 
+def _logits(x: jax.Array, head: jax.Array) -> jax.Array:
+    """x [b, l, d] times a head stored [vocab, embd], in float32; few rows (decoding) via `rows_times_weight`."""
+    b, length, d = x.shape
+    if b * length > FEW_ROWS:
+        return jnp.einsum("bld,vd->blv", x, head, preferred_element_type=jnp.float32)
+    return rows_times_weight(x.reshape(b * length, d), head, preferred_element_type=jnp.float32).reshape(b, length, -1)
+
+
 def output_embedding(cfg: ModelConfig, params: Any) -> jax.Array:
-    """The output projection as [vocab, embd] in the compute dtype: wte when tied, else lm_head transposed."""
+    """The output projection as [vocab, embd] in the compute dtype: wte when tied, else lm_head transposed (the
+    training layout: `weights_out_first` is off)."""
     params = nn.meta.unbox(params)
     head = params["lm_head"].T if cfg.no_weight_tie else params["wte"]
     return head.astype(dtype_of(cfg.precision))

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neo.model.decode import forward_fn, generate, init_cache, sample_logits
+from neo.model.decode import for_decoding, forward_fn, generate, init_cache, sample_logits
 from tests.model.conftest import logits_fn, params_for, small
 
 SEQ = np.random.RandomState(0).randint(0, 53, size=(1, 20)).astype(np.int32)
@@ -99,3 +99,22 @@ def test_generate_rejects_prompts_beyond_the_context() -> None:
 
     with pytest.raises(ConfigError, match="n_ctx"):
         generate(small(), params_for(small()), [[1] * 30], max_new_tokens=5)
+
+
+@pytest.mark.parametrize(
+    "changes", [dict(), dict(no_weight_tie=True, mlp_glu=True, n_layer=2, attention_types=["global"] * 2)]
+)
+@pytest.mark.parametrize("rows", [1, 3])  # few rows take the transposed products, 3 x 32 = 96 the usual ones
+def test_decoding_layout_computes_the_same_logits(changes: dict, rows: int) -> None:
+    cfg = small(**changes)
+    params = params_for(cfg)
+    dcfg, dparams = for_decoding(cfg, params)
+    assert dcfg.weights_out_first and not dcfg.scan_layers
+    layer = dparams["h_0"]
+    assert layer["attn"]["q"].shape == (4, 8, 32) and layer["attn"]["o"].shape == (32, 4, 8)
+    assert layer["mlp"]["c_fc"].shape == (128, 32) and dparams["wte"].shape == (53, 32)
+    tokens = np.random.RandomState(2).randint(0, 53, size=(rows, 32)).astype(np.int32)
+    for length in (1, 32):
+        want = np.asarray(logits_fn(cfg)(params, tokens[:, :length]))
+        got = np.asarray(logits_fn(dcfg)(dparams, tokens[:, :length]))
+        np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)

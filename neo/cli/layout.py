@@ -36,6 +36,9 @@ def search_command(
         min=0,
         help="Candidates to compile after the pre-screen (0 = 2 with the TPU compiler, ~25 s each; else 4).",
     ),
+    budget: float = typer.Option(
+        50.0, "--budget", min=0.0, help="Seconds of compiling; the next candidate starts only if it should fit."
+    ),
     write: Path = typer.Option(None, "--write", help="Save the best layout as a mesh config YAML."),
 ) -> None:
     """Rank layouts by per-device memory (from the compiler) and estimated step time.
@@ -58,6 +61,7 @@ def search_command(
             cfg,
             and_mesh_shape=and_mesh_shape,
             exact_top=exact,
+            budget_s=budget,
             progress=lambda i, n, c: status.update(f"compiling {i + 1}/{n}: {c.shape} {c.layout}"),
         )
     table = Table(
@@ -78,7 +82,13 @@ def search_command(
             f"{r.mfu:.0%}",
         )
     out.print(table)
-    rejected = [r for r in found.results if r.report is None]
+    skipped = [r for r in found.results if r.skipped]
+    if skipped:
+        err.print(
+            f"{len(skipped)} more candidates passed the pre-screen but were not compiled within --budget {budget:g} s, "
+            f"e.g. {skipped[0].candidate.shape} {skipped[0].candidate.layout}; raise --budget to rank them too"
+        )
+    rejected = [r for r in found.results if r.report is None and not r.skipped]
     if rejected:
         err.print(
             f"{len(rejected)} candidates rejected before compiling, e.g. {rejected[0].candidate.layout}: "

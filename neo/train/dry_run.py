@@ -210,13 +210,19 @@ class LayoutSearch:
 
 
 def search_layouts(
-    cfg: NeoConfig, *, and_mesh_shape: bool = False, exact_top: int = 4, progress: Any = None
+    cfg: NeoConfig,
+    *,
+    and_mesh_shape: bool = False,
+    exact_top: int = 4,
+    progress: Any = None,
+    budget_s: float | None = None,
 ) -> LayoutSearch:
     """Rank (mesh shape, layout) candidates for `cfg` on its mesh preset.
 
     Pre-screen every candidate without compiling (divisibility and axis-reuse checks, then the analytic memory of
     parameters, gradients and optimizer state), keep the `exact_top` most data-parallel survivors, compile the real
     train step for each against abstract inputs, and rank by the compiler's per-device memory and estimated step time.
+    `budget_s` bounds the compiling (see `neo.parallel.search.search`).
     """
     from neo.model.params import abstract_variables
 
@@ -257,11 +263,12 @@ def search_layouts(
         loop_trips=scan_length(boxed),
         devices=devices,
         progress=progress,
+        budget_s=budget_s,
     )
     return LayoutSearch(
         results=results + rejected,
         exact=exact,
         compiler=compiler_name(devices, exact),
         screened=len(cands),
-        compiled=len(chosen),
+        compiled=sum(r.report is not None for r in results),
     )

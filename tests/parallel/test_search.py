@@ -202,6 +202,24 @@ def test_search_ranks_compiled_candidates(tmp_path, monkeypatch):
     assert {r.candidate: r.report for r in cached} == {c: by[c].report for c in cands[:2]}
 
 
+def test_compile_budget_stops_before_a_compile_that_would_overrun(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEO_CACHE_DIR", str(tmp_path))
+    clock = [0.0]
+    monkeypatch.setattr("neo.parallel.search.time.perf_counter", lambda: clock[0])
+
+    def slow_factory(*args):  # every compile "takes" 10 s
+        clock[0] += 10
+        return toy_factory(*args)
+
+    mesh_cfg = MeshConfig(name="cpu", platform="cpu")
+    cands = [Candidate("x:8", "batch:x"), Candidate("x:8", "batch:x,embd:x"), Candidate("x:4,y:2", "batch:x+y")]
+    results = search({"heads": 4}, mesh_cfg, slow_factory, cands, use_cache=False, budget_s=25)
+    by = {r.candidate: r for r in results}
+    assert by[cands[0]].report is not None and by[cands[1]].report is not None  # 10 s, then 10 + 10 <= 25
+    assert by[cands[2]].skipped and by[cands[2]].report is None and "budget" in by[cands[2]].error  # 20 + 10 > 25
+    assert results[-1] is by[cands[2]]
+
+
 def test_memory_limit_marks_candidates_that_do_not_fit(tmp_path, monkeypatch):
     monkeypatch.setenv("NEO_CACHE_DIR", str(tmp_path))
     mesh_cfg = MeshConfig(name="tiny", memory_per_device=1000)

@@ -77,7 +77,6 @@ class Attention(nn.Module):
         positions: jax.Array,
         valid: jax.Array,
         cache: Cache | None = None,
-        cache_index: jax.Array | None = None,
     ) -> tuple[jax.Array, Cache | None]:
         cfg = self.config
         d, h, hd = cfg.n_embd, cfg.n_head, cfg.head_dim

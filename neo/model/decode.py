@@ -87,14 +87,14 @@ _STEPS: dict[Any, Steps] = {}
 def _build_steps(cfg: ModelConfig) -> Steps:
     model = GPTNeo(cfg)
 
-    def logits_and_entries(params, tokens, positions, valid, cache, index):
+    def logits_and_entries(params, tokens, positions, valid, cache):
         logits, entries = model.apply(
-            {"params": params}, tokens, positions=positions, valid=valid, cache=cache, cache_index=index, last_only=True
+            {"params": params}, tokens, positions=positions, valid=valid, cache=cache, last_only=True
         )
         return logits[:, -1], entries
 
     def choose(params, tokens, positions, valid, cache, index, key, temperature, top_k, top_p, *, greedy):
-        logits, entries = logits_and_entries(params, tokens, positions, valid, cache, index)
+        logits, entries = logits_and_entries(params, tokens, positions, valid, cache)
         if greedy:
             chosen = jnp.argmax(logits, axis=-1)
         else:
@@ -108,7 +108,7 @@ def _build_steps(cfg: ModelConfig) -> Steps:
     write_jit = jax.jit(write, donate_argnums=0)  # in place: the update is the donated cache's only use
 
     def forward(params, tokens, positions, valid, cache, index):
-        logits, entries = logits_jit(params, tokens, positions, valid, cache, index)
+        logits, entries = logits_jit(params, tokens, positions, valid, cache)
         return logits, write_jit(cache, entries, index)
 
     def step(params, tokens, positions, valid, cache, index, key, temperature, top_k, top_p, *, greedy):

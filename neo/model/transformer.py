@@ -39,7 +39,7 @@ class Block(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x, positions, valid, cache: Cache | None, index) -> tuple[jax.Array, Cache | None]:
+    def __call__(self, x, positions, valid, cache: Cache | None) -> tuple[jax.Array, Cache | None]:
         cfg = self.config
         drop = nn.Dropout(cfg.res_dropout, deterministic=self.deterministic)
         ffn_scale = 0.5 if cfg.macaron else 1.0
@@ -47,7 +47,7 @@ class Block(nn.Module):
             x = x + ffn_scale * drop(MLP(cfg, self.deterministic, name="mlp_0")(pre_norm(cfg, "ln_0")(x)))
         if self.kind != "none":
             attn = Attention(cfg, self.kind, self.deterministic, name="attn")
-            a, cache = attn(pre_norm(cfg, "ln_1")(x), positions, valid, cache, index)
+            a, cache = attn(pre_norm(cfg, "ln_1")(x), positions, valid, cache)
             x = x + drop(a)
         ffn = MoE(cfg, self.deterministic, name="moe") if self.moe else MLP(cfg, self.deterministic, name="mlp")
         x = x + ffn_scale * drop(ffn(pre_norm(cfg, "ln_2")(x)))
@@ -62,14 +62,14 @@ class LayerGroup(nn.Module):
 
     @nn.compact
     def __call__(self, carry, caches: list[Cache] | None):
-        x, positions, valid, index = carry
+        x, positions, valid = carry
         kinds = self.config.layer_kinds()[: self.config.scan_period()]
         new = []
         for j, (kind, moe) in enumerate(kinds):
             block = Block(self.config, kind, moe, self.deterministic, name=f"layer_{j}")
-            x, c = block(x, positions, valid, None if caches is None else caches[j], index)
+            x, c = block(x, positions, valid, None if caches is None else caches[j])
             new.append(c)
-        return (x, positions, valid, index), (None if caches is None else new)
+        return (x, positions, valid), (None if caches is None else new)
 
 
 def _block_class(cfg: ModelConfig, cls: type[nn.Module]) -> type[nn.Module]:
@@ -90,7 +90,6 @@ class GPTNeo(nn.Module):
         positions: jax.Array | None = None,
         valid: jax.Array | None = None,
         cache: list[Cache] | None = None,
-        cache_index: jax.Array | int = 0,
         last_only: bool = False,
         features_only: bool = False,
     ) -> Any:
@@ -112,7 +111,6 @@ class GPTNeo(nn.Module):
             positions = jnp.arange(length, dtype=jnp.int32)[None]
         if valid is None:
             valid = jnp.ones(positions.shape, bool)
-        index = jnp.asarray(cache_index, jnp.int32)
         use_cache = cache is not None
 
         wte = param(self, "wte", normal(0.02), (cfg.n_vocab, cfg.n_embd), ("vocab", "embd"), cfg)
@@ -130,13 +128,13 @@ class GPTNeo(nn.Module):
                 length=cfg.n_layer // period,
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )
-            (x, *_), cache = scanned(cfg, deterministic, name="blocks")((x, positions, valid, index), cache)
+            (x, *_), cache = scanned(cfg, deterministic, name="blocks")((x, positions, valid), cache)
         else:
             kinds = cfg.layer_kinds()
             new_cache = []
             for i, (kind, moe) in enumerate(kinds):
                 block = _block_class(cfg, Block)(cfg, kind, moe, deterministic, name=f"h_{i}")
-                x, c = block(x, positions, valid, None if cache is None else cache[i], index)
+                x, c = block(x, positions, valid, None if cache is None else cache[i])
                 new_cache.append(c)
             cache = None if cache is None else new_cache
 

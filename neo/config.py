@@ -75,8 +75,10 @@ def _one_line(exc: Exception) -> str:
             if schema is not None:
                 names = [f.name for f in dataclasses.fields(schema)]
                 close = difflib.get_close_matches(leaf, names, n=1)
-                hint = f" (did you mean {section}.{close[0]}?)" if close else ""
-                return f"unknown config key '{key}'{hint}; valid keys in {section}: {', '.join(names)}"
+                where = f"{section}." if section else ""
+                hint = f" (did you mean {where}{close[0]}?)" if close else ""
+                scope = f"keys in {section}" if section else "top-level keys"
+                return f"unknown config key '{key}'{hint}; valid {scope}: {', '.join(names)}"
         return f"bad value for config key '{key}': {msg}" if key else msg
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
     for group in GROUPS:

@@ -30,6 +30,7 @@ def test_overrides_apply_and_are_typed() -> None:
     [
         (["train.stepz=5"], "did you mean train.steps"),
         (["model.n_layr=5"], "model.n_layer"),
+        (["modle.n_layer=5"], "did you mean model?); valid top-level keys: model, mesh"),
         (["train.steps=abc"], "train.steps"),
         (["model=nope"], "tiny"),
         (["optimizer.name=sgd"], "adam, adafactor"),

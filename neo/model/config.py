@@ -97,6 +97,9 @@ class ModelConfig:
     # dense weights stored [out, in] instead of [in, out]: set by neo.model.decode for its few-row products only;
     # checkpoints, converters and training always use [in, out]
     weights_out_first: bool = False
+    # backward-pass products in the operand orders XLA CPU runs fastest (neo.model.common.cpu_matmul): set by the
+    # trainer when its devices are CPUs; the same values either way
+    cpu_matmuls: bool = False
 
     # ---- derived --------------------------------------------------------------------------------------------
     @property
@@ -167,6 +170,8 @@ class ModelConfig:
                 raise ConfigError(f"model.{key} '{getattr(self, key)}' is not one of: {', '.join(DTYPES)}")
         if self.weights_out_first:
             raise ConfigError("model.weights_out_first is set by `neo sample` while decoding only; remove it")
+        if self.cpu_matmuls:
+            raise ConfigError("model.cpu_matmuls is set by `neo train` from the devices it runs on; remove it")
         if self.remat_policy not in REMAT_POLICIES:
             raise ConfigError(f"model.remat_policy '{self.remat_policy}' is not one of: {', '.join(REMAT_POLICIES)}")
         for key in ("embed_dropout", "attn_dropout", "res_dropout"):

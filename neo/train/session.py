@@ -7,7 +7,7 @@ compile is the same one training runs.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +170,9 @@ def build_session(
         mesh = mesh_lib.make_mesh(cfg.mesh, devices=devices)
     if rules is None:
         rules = layout_lib.layout_rules(cfg.mesh.layout, mesh.axis_names)
-    model = GPTNeo(cfg.model)
+    # on CPU devices the backward pass takes XLA CPU's fast operand orders (same values; a layout search's TPU or GPU
+    # topology keeps XLA's own)
+    model = GPTNeo(replace(cfg.model, cpu_matmuls=mesh.devices.flat[0].platform == "cpu"))
     tx = build_optimizer(cfg.optimizer, cfg.train.steps)
     st_layout = state_layout(model, tx, mesh, rules)
     batch_spec = nn.logical_to_mesh_axes(("batch", None), rules)

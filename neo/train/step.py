@@ -47,7 +47,9 @@ def loss_fn(
         features_only=True,
     )
     head = output_embedding(cfg, params)
-    loss, (ce, z) = lm_head_loss(features, head, targets, weights, z_coef=cfg.z_loss, chunks=loss_chunks)
+    loss, (ce, z) = lm_head_loss(
+        features, head, targets, weights, z_coef=cfg.z_loss, chunks=loss_chunks, cpu_matmuls=cfg.cpu_matmuls
+    )
     aux = z + total_aux_loss(extra.get("losses", {}))  # z-loss, plus the MoE balance losses the model sowed
     return loss + total_aux_loss(extra.get("losses", {})), {"ce_loss": ce, "aux_loss": aux}
 

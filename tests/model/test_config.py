@@ -42,6 +42,7 @@ def test_attention_types_expand_to_n_layer() -> None:
         (dict(precision="float16"), "precision"),
         (dict(remat_policy="some"), "remat_policy"),
         (dict(weights_out_first=True), "weights_out_first"),
+        (dict(cpu_matmuls=True), "cpu_matmuls"),
         (dict(n_ctx=2048, axial_pos_emb=[32, 32]), "multiplying to"),
         (dict(axial_pos_emb=[32, 64], rotary_emb=True), "exclusive"),
         (dict(scalenorm=True, rezero=True), "exclusive"),

@@ -24,7 +24,8 @@ def _reference(x: jax.Array, head: jax.Array, targets: jax.Array, weights: jax.A
 
 @pytest.mark.parametrize("chunks", [1, 4])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_fused_head_loss_equals_logits_then_cross_entropy(chunks: int, weighted: bool) -> None:
+@pytest.mark.parametrize("cpu_matmuls", [False, True])
+def test_fused_head_loss_equals_logits_then_cross_entropy(chunks: int, weighted: bool, cpu_matmuls: bool) -> None:
     """Value and both gradients of the fused projection + loss match the unfused computation."""
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(2, 16, 8)), jnp.float32)
@@ -33,7 +34,7 @@ def test_fused_head_loss_equals_logits_then_cross_entropy(chunks: int, weighted:
     weights = jnp.asarray(rng.integers(0, 2, (2, 16)), jnp.float32) if weighted else None
 
     def fused(x: jax.Array, head: jax.Array) -> jax.Array:
-        return 3.0 * lm_head_loss(x, head, targets, weights, z_coef=1e-2, chunks=chunks)[0]
+        return 3.0 * lm_head_loss(x, head, targets, weights, z_coef=1e-2, chunks=chunks, cpu_matmuls=cpu_matmuls)[0]
 
     def unfused(x: jax.Array, head: jax.Array) -> jax.Array:
         return 3.0 * _reference(x, head, targets, weights, 1e-2)

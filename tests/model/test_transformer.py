@@ -178,3 +178,27 @@ def test_aux_losses_are_sown_for_the_trainer() -> None:
     moe = jax.tree.leaves(losses["blocks"])
     assert len(moe) == 1 and moe[0].shape == (2,)  # one entry per scanned repeat of the MoE layer
     assert float(total_aux_loss(losses)) == pytest.approx(float(z + jnp.sum(moe[0])), rel=1e-5)
+
+
+@pytest.mark.parametrize("glu", [False, True])
+def test_cpu_matmul_forms_keep_values_and_gradients(glu: bool) -> None:
+    """`cpu_matmuls` (the trainer's setting on CPU devices) only reorders the backward products: same loss, same
+    gradients for every parameter, including MLP weights wider out than in and narrower (the two orientations)."""
+    import dataclasses
+
+    cfg = small(mlp_glu=glu)
+    params = params_for(cfg)
+    tokens = jnp.asarray(np.random.default_rng(3).integers(0, cfg.n_vocab, (2, cfg.n_ctx)))
+
+    def loss(c):
+        model = GPTNeo(c)
+        return lambda p: jnp.mean(model.apply({"params": p}, tokens) ** 2)
+
+    want_loss, want = jax.value_and_grad(loss(cfg))(params)
+    got_loss, got = jax.jit(jax.value_and_grad(loss(dataclasses.replace(cfg, cpu_matmuls=True))))(params)
+    assert float(got_loss) == pytest.approx(float(want_loss), rel=1e-6)
+    flat_want = jax.tree_util.tree_leaves_with_path(nn.meta.unbox(want))
+    flat_got = dict(jax.tree_util.tree_leaves_with_path(nn.meta.unbox(got)))
+    assert len(flat_want) == len(flat_got)
+    for path, w in flat_want:
+        np.testing.assert_allclose(np.asarray(flat_got[path]), np.asarray(w), rtol=2e-5, atol=1e-7, err_msg=str(path))

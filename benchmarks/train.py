@@ -3,13 +3,22 @@
 Same model (6 layers, 384 wide, 6 heads, n_ctx 256, 8192 vocab, all-global attention), same batch (8), same
 thread count, random tokens. Prints tokens/s and MFU against the measured fp32 matmul peak of this machine.
 
-    python benchmarks/train.py [--steps 20] [--warmup 3] [--skip-torch]
+Each measurement runs in a fresh process (neo's XLA thread pool and allocator state never share a process with
+PyTorch's), the implementations taking turns for `--rounds` rounds; the ratio is of the medians. neo runs as the
+`neo` command runs it, with malloc on transparent huge pages (`neo.runtime`); PyTorch is measured as it comes and,
+for comparison, with the same allocator setting.
+
+    python benchmarks/train.py [--steps 20] [--warmup 3] [--rounds 3] [--skip-torch]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -92,24 +101,60 @@ def bench_torch(steps: int, warmup: int) -> float:
     return steps * BATCH * N_CTX / (time.perf_counter() - start)
 
 
+def _measure(impl: str, steps: int, warmup: int, huge_pages: bool) -> dict:
+    """One measurement in a fresh Python process: {"tps": tokens/s, "fpt": model FLOPs per token}."""
+    from neo.runtime import huge_page_env
+
+    env = (huge_page_env() if huge_pages else None) or dict(os.environ)
+    cmd = [sys.executable, __file__, "--one", impl, "--steps", str(steps), "--warmup", str(warmup)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="fresh-process measurements of each implementation")
     parser.add_argument("--skip-torch", action="store_true")
+    parser.add_argument("--one", choices=["neo", "torch"], help=argparse.SUPPRESS)  # internal: one measurement
     args = parser.parse_args()
+    if args.one == "neo":
+        tps, fpt = bench_neo(args.steps, args.warmup)
+        print(json.dumps({"tps": tps, "fpt": fpt}))
+        return
+    if args.one == "torch":
+        print(json.dumps({"tps": bench_torch(args.steps, args.warmup)}))
+        return
     from neo.parallel.flops import cpu_machine_flops
 
     peak = cpu_machine_flops()
-    neo_tps, fpt = bench_neo(args.steps, args.warmup)
+    impls = ["neo"] if args.skip_torch else ["neo", "torch", "torch_hp"]
+    runs: dict[str, list[float]] = {impl: [] for impl in impls}
+    fpt = 0.0
+    for _ in range(args.rounds):
+        for impl in impls:
+            result = _measure(impl.removesuffix("_hp"), args.steps, args.warmup, huge_pages=impl != "torch")
+            runs[impl].append(result["tps"])
+            fpt = result.get("fpt", fpt)
+    names = {
+        "neo": "neo (jax, jit)",
+        "torch": "transformers GPTNeo (torch, AdamW)",
+        "torch_hp": "  the same, malloc on huge pages",
+    }
     print(f"machine: {os.cpu_count()} cores, measured fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
-    print(f"model FLOPs/token (6N + attention): {fpt / 1e6:.1f} M")
-    print(f"{'implementation':<34}{'tokens/s':>10}{'MFU':>8}")
-    print(f"{'neo (jax, jit)':<34}{neo_tps:>10,.0f}{neo_tps * fpt / peak:>8.1%}")
-    if not args.skip_torch:
-        torch_tps = bench_torch(args.steps, args.warmup)
-        print(f"{'transformers GPTNeo (torch, AdamW)':<34}{torch_tps:>10,.0f}{torch_tps * fpt / peak:>8.1%}")
-        print(f"neo / torch: {neo_tps / torch_tps:.2f}x")
+    print(f"model FLOPs/token (6N + attention): {fpt / 1e6:.1f} M; {args.rounds} rounds of {args.steps} steps")
+    print(f"{'implementation':<36}{'median tok/s':>13}{'MFU':>8}   each round (tokens/s)")
+    for impl in impls:
+        med = statistics.median(runs[impl])
+        each = ", ".join(f"{t:,.0f}" for t in runs[impl])
+        print(f"{names[impl]:<36}{med:>13,.0f}{med * fpt / peak:>8.1%}   {each}")
+    if "torch" in runs:
+        neo = statistics.median(runs["neo"])
+        print(
+            f"neo / torch (medians): {neo / statistics.median(runs['torch']):.2f}x as each comes, "
+            f"{neo / statistics.median(runs['torch_hp']):.2f}x with the same allocator setting"
+        )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,13 @@
+"""The `neo` console script. It imports nothing heavy before `neo.runtime` may re-execute the process with the
+allocator tuned (glibc reads its tunables only at start-up); then it runs the CLI."""
+
+from __future__ import annotations
+
+
+def main() -> None:
+    from neo.runtime import reexec_with_huge_pages
+
+    reexec_with_huge_pages()
+    from neo.cli.app import main as run_cli
+
+    run_cli()

@@ -1,0 +1,50 @@
+"""neo.runtime: the `neo` command re-executes itself once with glibc's huge-page tunable, and only when it helps."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from neo import runtime
+
+
+@pytest.fixture
+def supported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime, "huge_pages_available", lambda: True)
+
+
+def test_env_gains_the_tunable(supported: None) -> None:
+    assert runtime.huge_page_env({"PATH": "/bin"}) == {"PATH": "/bin", "GLIBC_TUNABLES": runtime.TUNABLE}
+
+
+def test_env_keeps_the_users_tunables(supported: None) -> None:
+    env = runtime.huge_page_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=1"})
+    assert env is not None and env["GLIBC_TUNABLES"] == f"glibc.malloc.arena_max=1:{runtime.TUNABLE}"
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [{"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, {"NEO_HUGE_PAGES": "0"}],
+    ids=["user-set", "opted-out"],
+)
+def test_env_left_alone(supported: None, environ: dict[str, str]) -> None:
+    assert runtime.huge_page_env(environ) is None
+
+
+def test_unsupported_platform_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime, "huge_pages_available", lambda: False)
+    assert runtime.huge_page_env({}) is None
+
+
+def test_reexec_runs_the_command_once_with_the_tunable() -> None:
+    code = (
+        "import os; from neo.runtime import reexec_with_huge_pages; reexec_with_huge_pages(); "
+        "print('ran', os.environ.get('GLIBC_TUNABLES'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "NEO_HUGE_PAGES")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    expected = runtime.TUNABLE if runtime.huge_pages_available() else None
+    assert out.splitlines() == [f"ran {expected}"]

@@ -2,7 +2,7 @@
 
 XLA CPU allocates a step's large buffers (activations, logits, gradients: ~440 MB for the benchmark model) fresh
 every step. glibc serves them with new mmaps, and the kernel faults them in 4 KiB at a time: ~114k page faults per
-step, a tenth of the step. With glibc's `hugetlb=1` tunable, malloc asks for transparent huge pages
+step. With glibc's `hugetlb=1` tunable, malloc asks for transparent huge pages
 (madvise(MADV_HUGEPAGE)), so the same memory arrives in 2 MiB pages: ~8k faults and a ~8% faster CPU train step
 (`benchmarks/train.py`). PyTorch, which caches its buffers, gains ~1% from the same setting.
 
@@ -48,7 +48,7 @@ def huge_page_env(environ: Mapping[str, str] | None = None) -> dict[str, str] | 
 def reexec_with_huge_pages() -> None:
     """Replace this process by the same command line with the tunable set; returns only when none is needed."""
     env = huge_page_env()
-    if env is not None:
+    if env is not None and sys.executable:  # an embedded interpreter has no executable to restart
         sys.stdout.flush()
         sys.stderr.flush()
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)

@@ -47,10 +47,10 @@ class NeoConfig:
             part.validate()
         if self.train.batch_size <= 0:
             raise ConfigError(f"train.batch_size must be positive, got {self.train.batch_size}")
-        if self.model.n_ctx % self.train.loss_chunks:
+        if self.train.loss_chunks and self.model.n_ctx % self.train.loss_chunks:
             raise ConfigError(
                 f"train.loss_chunks ({self.train.loss_chunks}) must divide model.n_ctx ({self.model.n_ctx}); "
-                "pick a divisor, e.g. train.loss_chunks=1"
+                "pick a divisor, or 0 (auto)"
             )
 
 

@@ -37,7 +37,7 @@ def test_overrides_apply_and_are_typed() -> None:
         (["model.n_embd=100", "model.n_head=3"], "divisible"),
         (["model.activation_function=gelux"], "gelu"),
         (["train.loss_chunks=3"], "must divide model.n_ctx"),
-        (["train.loss_chunks=0"], "train.loss_chunks must be positive"),
+        (["train.loss_chunks=-1"], "train.loss_chunks must be >= 0"),
     ],
 )
 def test_mistakes_fail_fast_with_one_line(overrides: list[str], expected: str) -> None:

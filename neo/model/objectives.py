@@ -24,6 +24,12 @@ def _picked(logits: jax.Array, targets: jax.Array) -> jax.Array:
     return jnp.sum(jnp.where(targets[..., None] == vocab, logits, 0.0), axis=-1)
 
 
+def _target_logits(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """logits[..., target] by a gather, for `lm_head_loss`, whose gradient never differentiates it: XLA CPU cannot
+    fuse the one-hot compare into its reduction and writes a [tokens, vocab] select first."""
+    return jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+
+
 def z_loss(lse: jax.Array, coef: float) -> jax.Array:
     """PaLM's z-loss: coef · mean(logsumexp(logits)²), which keeps the softmax normaliser near 1."""
     return coef * jnp.mean(jnp.square(lse))
@@ -62,6 +68,22 @@ def lm_head_loss(
     return total, jax.lax.stop_gradient(parts)
 
 
+CHUNK_LOGITS_BYTES = 16 << 20  # float32 logits per chunk that `auto_loss_chunks` aims at
+
+
+def auto_loss_chunks(rows: int, length: int, vocab: int) -> int:
+    """The fewest sequence chunks (a divisor of `length`) whose float32 logits, for `rows` sequences on a device,
+    fit in `CHUNK_LOGITS_BYTES`; the trainer's default on CPU devices.
+
+    On this project's 2-core CPU (Zen 4, 32 MiB L3) the benchmark model's 64 MiB of logits in 4 chunks of 16 MiB
+    made the whole train step 3.2% faster than one pass (20 alternating steps in one process; faster in 18).
+    """
+    for chunks in range(1, length + 1):
+        if length % chunks == 0 and rows * (length // chunks) * vocab * 4 <= CHUNK_LOGITS_BYTES:
+            return chunks
+    return length
+
+
 def _chunked(a: jax.Array, chunks: int) -> jax.Array:
     """[batch, length, ...] -> [chunks, batch, length / chunks, ...]: split the sequence, keep the batch sharding."""
     return a.reshape(a.shape[0], chunks, a.shape[1] // chunks, *a.shape[2:]).swapaxes(0, 1)
@@ -82,7 +104,7 @@ def _pass(x, head, targets, weights, z_coef, chunks, cpu_matmuls, *, with_grads:
         xc, tc, wc = xs
         logits = jnp.einsum("bld,vd->blv", xc, head, preferred_element_type=jnp.float32)
         lse = jax.nn.logsumexp(logits, axis=-1)
-        ce_sum += jnp.sum(wc * (lse - _picked(logits, tc)))
+        ce_sum += jnp.sum(wc * (lse - _target_logits(logits, tc)))
         z_sum += jnp.sum(jnp.square(lse))
         if not with_grads:
             return (ce_sum, z_sum, d_head), None

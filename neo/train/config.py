@@ -53,13 +53,14 @@ class TrainConfig:
     predict_prompt: str = "The"
     async_checkpointing: bool = True  # write checkpoints in the background while training continues
     # split the fused vocab projection + loss into this many sequence chunks: bounds the [tokens, vocab] logits'
-    # memory for large vocabularies (must divide model.n_ctx)
-    loss_chunks: int = 1
+    # memory for large vocabularies (must divide model.n_ctx). 0 = auto: on CPU chunks of <= 16 MiB of logits
+    # (faster there), elsewhere one pass
+    loss_chunks: int = 0
 
     def validate(self) -> None:
-        for key in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "loss_chunks"):
+        for key in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"train.{key} must be positive, got {getattr(self, key)}")
-        for key in ("tokens_per_mb_per_replica", "eval_every", "eval_steps", "predict_steps"):
+        for key in ("tokens_per_mb_per_replica", "eval_every", "eval_steps", "predict_steps", "loss_chunks"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")

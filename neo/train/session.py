@@ -21,6 +21,7 @@ from neo.config import NeoConfig
 from neo.data import pipeline
 from neo.data.card import DatasetCard, dataset_card
 from neo.errors import CheckpointError, ConfigError
+from neo.model.objectives import auto_loss_chunks
 from neo.model.transformer import GPTNeo
 from neo.parallel import layout as layout_lib
 from neo.parallel import mesh as mesh_lib
@@ -41,6 +42,7 @@ class Session:
     layout: StateLayout
     batch_sharding: NamedSharding
     micro_batches: int
+    loss_chunks: int  # train.loss_chunks, resolved (`auto_loss_chunks` when 0)
     n_params: int
     peak_flops: float
     card: DatasetCard | None  # the training dataset's card (None for dry runs)
@@ -61,10 +63,10 @@ class Session:
             self.rules,
             micro_batches=self.micro_batches,
             seed=self.cfg.train.seed,
-            loss_chunks=self.cfg.train.loss_chunks,
+            loss_chunks=self.loss_chunks,
         )
         self.eval_step = step_lib.build_eval_step(
-            self.model, self.layout, self.batch_sharding, self.mesh, self.rules, self.cfg.train.loss_chunks
+            self.model, self.layout, self.batch_sharding, self.mesh, self.rules, self.loss_chunks
         )
 
     # -- state ---------------------------------------------------------------------------------------------------
@@ -172,7 +174,8 @@ def build_session(
         rules = layout_lib.layout_rules(cfg.mesh.layout, mesh.axis_names)
     # on CPU devices the backward pass takes XLA CPU's fast operand orders (same values; a layout search's TPU or GPU
     # topology keeps XLA's own)
-    model = GPTNeo(replace(cfg.model, cpu_matmuls=mesh.devices.flat[0].platform == "cpu"))
+    on_cpu = mesh.devices.flat[0].platform == "cpu"
+    model = GPTNeo(replace(cfg.model, cpu_matmuls=on_cpu))
     tx = build_optimizer(cfg.optimizer, cfg.train.steps)
     st_layout = state_layout(model, tx, mesh, rules)
     batch_spec = nn.logical_to_mesh_axes(("batch", None), rules)
@@ -189,6 +192,11 @@ def build_session(
         )
         card = dataset_card(cfg.data.train_datasets()[0].dir)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(st_layout.abstract["params"]))
+    micro_batches = micro_batch_count(cfg, replicas)
+    loss_chunks = cfg.train.loss_chunks
+    if not loss_chunks:  # auto: CPU caches favour small chunks; accelerators keep one pass unless told otherwise
+        rows = cfg.train.batch_size // (replicas * jax.process_count() * micro_batches)
+        loss_chunks = auto_loss_chunks(rows, cfg.model.n_ctx, cfg.model.n_vocab) if on_cpu else 1
     return Session(
         cfg=cfg,
         mesh=mesh,
@@ -197,7 +205,8 @@ def build_session(
         tx=tx,
         layout=st_layout,
         batch_sharding=NamedSharding(mesh, batch_spec),
-        micro_batches=micro_batch_count(cfg, replicas),
+        micro_batches=micro_batches,
+        loss_chunks=loss_chunks,
         n_params=n_params,
         peak_flops=peak_flops_per_device(cfg.mesh) if run_dir is not None else cfg.mesh.peak_flops_per_device,
         card=card,

@@ -27,8 +27,8 @@ import numpy as np
 N_LAYER, N_EMBD, N_HEAD, N_CTX, N_VOCAB, BATCH = 6, 384, 6, 256, 8192, 8
 
 
-def bench_config() -> Any:
-    """neo's config of the benchmark model (also used by train_dots.py)."""
+def bench_config(*overrides: str) -> Any:
+    """neo's config of the benchmark model, plus any Hydra `overrides` (also used by train_dots.py, train_ab.py)."""
     from neo.config import compose
 
     return compose(
@@ -42,6 +42,7 @@ def bench_config() -> Any:
             f'model.attention_types=[[["global"],{N_LAYER}]]',
             f"train.batch_size={BATCH}",
             "optimizer.warmup_steps=0",
+            *overrides,
         ]
     )
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neo.model.objectives import cross_entropy, lm_head_loss, z_loss
+from neo.model.objectives import CHUNK_LOGITS_BYTES, auto_loss_chunks, cross_entropy, lm_head_loss, z_loss
 
 
 def test_cross_entropy_weights() -> None:
@@ -55,3 +55,12 @@ def test_fused_head_loss_keeps_dtypes_and_checks_chunks() -> None:
     assert gx.dtype == jnp.bfloat16 and gh.dtype == jnp.float32
     with pytest.raises(ValueError, match="does not divide"):
         lm_head_loss(x, head, jnp.zeros((1, 6), jnp.int32), chunks=4)
+
+
+def test_auto_loss_chunks_are_the_fewest_divisors_within_the_logits_budget() -> None:
+    assert auto_loss_chunks(8, 256, 8192) == 4  # 64 MiB of logits -> 4 x 16 MiB
+    assert auto_loss_chunks(1, 128, 512) == 1
+    chunks = auto_loss_chunks(8, 2048, 50257)  # GPT-Neo's vocab: 3.1 GiB of logits
+    assert 2048 % chunks == 0 and 8 * (2048 // chunks) * 50257 * 4 <= CHUNK_LOGITS_BYTES
+    assert 8 * (2048 // (chunks // 2)) * 50257 * 4 > CHUNK_LOGITS_BYTES  # not more chunks than needed
+    assert auto_loss_chunks(1, 6, 10**9) == 6  # nothing fits: one token per chunk

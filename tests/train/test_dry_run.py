@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import time
 
+import jax
 import pytest
 
 from neo.cli.app import run
@@ -38,6 +39,16 @@ def test_a_wrong_layout_fails_at_start_with_one_line() -> None:
     bad_vocab = compose(["model=tiny", "model.n_vocab=510", "mesh=cpu-8", "mesh.shape=x:2,y:4", "mesh.layout=vocab:y"])
     with pytest.raises(LayoutError, match="not divisible"):
         build_session(bad_vocab)
+
+
+def test_loss_chunks_default_to_the_logits_budget_per_device() -> None:
+    """train.loss_chunks=0 (auto) sizes the chunks from each device's rows; an explicit count is kept."""
+    big_vocab = ["model=tiny", "model.n_vocab=16384", "model.n_ctx=64", "train.batch_size=16"]
+    assert (
+        build_session(compose(big_vocab), devices=jax.devices()[:1]).loss_chunks == 4
+    )  # 16 x 64 x 16384 x 4 B = 64 MiB
+    assert build_session(compose([*big_vocab, "mesh=cpu-8"])).loss_chunks == 1  # 2 rows per device: 8 MiB
+    assert build_session(compose([*big_vocab, "train.loss_chunks=8"]), devices=jax.devices()[:1]).loss_chunks == 8
 
 
 def test_layout_search_ranks_fitting_candidates_first() -> None:

@@ -76,7 +76,8 @@ def auto_loss_chunks(rows: int, length: int, vocab: int) -> int:
     fit in `CHUNK_LOGITS_BYTES`; the trainer's default on CPU devices.
 
     On this project's 2-core CPU (Zen 4, 32 MiB L3) the benchmark model's 64 MiB of logits in 4 chunks of 16 MiB
-    made the whole train step 3.2% faster than one pass (20 alternating steps in one process; faster in 18).
+    made the whole train step 3.2% and 5.2% faster than one pass (two runs of 20 paired steps in one process,
+    `benchmarks/train_ab.py`; faster in 18 of 20 both times).
     """
     for chunks in range(1, length + 1):
         if length % chunks == 0 and rows * (length // chunks) * vocab * 4 <= CHUNK_LOGITS_BYTES:

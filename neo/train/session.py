@@ -195,7 +195,7 @@ def build_session(
     micro_batches = micro_batch_count(cfg, replicas)
     loss_chunks = cfg.train.loss_chunks
     if not loss_chunks:  # auto: CPU caches favour small chunks; accelerators keep one pass unless told otherwise
-        rows = cfg.train.batch_size // (replicas * jax.process_count() * micro_batches)
+        rows = cfg.train.batch_size // (replicas * micro_batches)  # sequences per device and micro-batch
         loss_chunks = auto_loss_chunks(rows, cfg.model.n_ctx, cfg.model.n_vocab) if on_cpu else 1
     return Session(
         cfg=cfg,

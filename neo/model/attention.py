@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from neo.model.blocked_attention import causal_attention
+from neo.model.blocked_attention import causal_attention, query_spans
 from neo.model.common import constrain, dense, dense_param, dense_std, normal, param
 from neo.model.config import ModelConfig
 from neo.model.positions import apply_rotary
@@ -196,10 +196,8 @@ class Attention(nn.Module):
         if not dropout_on and blocks == 1:  # the fused path when nothing needs the probabilities themselves
             return jax.nn.dot_product_attention(q32, k32, v32, mask=mask[:, None], scale=1.0)
         if not dropout_on:  # keys are the queries' own positions here (no memory kv)
-            size, outs = q.shape[1] // blocks, []
-            for i in range(blocks):
-                start, end = i * size, (i + 1) * size
-                first = 0 if window is None else max(0, start - window + 1)
+            outs = []
+            for start, end, first in query_spans(q.shape[1], blocks, window):
                 block_mask = mask[:, None, start:end, first:end]
                 qb, kb, vb = q32[:, start:end], k32[:, first:end], v32[:, first:end]
                 outs.append(jax.nn.dot_product_attention(qb, kb, vb, mask=block_mask, scale=1.0))

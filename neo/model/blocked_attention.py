@@ -8,9 +8,10 @@ square.
 The backward pass is written out (`jax.custom_vjp`) rather than derived: every product reads [batch, heads, rows,
 kv] operands in place, the softmax gradient reuses the saved probabilities, and each key block's gradients
 accumulate from the query blocks that see it. On this project's 2-core CPU the benchmark model's train step
-(`benchmarks/train.py`) ran 4.4% faster than with `jax.nn.dot_product_attention` in 8 blocks and XLA's derived
-backward (median of 20 alternating steps in one process; faster in 18 of 20). Attention then still costs ~20% of
-that step: XLA CPU runs these batched products of small matrices at ~80 GFLOP/s, under half its 2D matmul rate.
+(`benchmarks/train.py`) ran 4.3–4.4% faster than with `jax.nn.dot_product_attention` in 8 blocks and XLA's
+derived backward (two runs of 20 paired steps, `benchmarks/train_ab.py --a-attention xla`; faster in 19 and 18).
+Attention then still costs ~19% of that step: XLA CPU runs these batched products of small matrices at ~80
+GFLOP/s, under half its 2D matmul rate.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def _forward(
     for start, end, first in spans:
         scores = jnp.einsum("bhqd,bhkd->bhqk", q[:, :, start:end], k[:, :, first:end])
         scores = jnp.where(_block_mask(start, end, first, window), scores, -jnp.inf)
-        p = jnp.exp(scores - scores.max(axis=-1, keepdims=True))
+        p = jnp.exp(scores - scores.max(axis=-1, keepdims=True))  # the backward below is the softmax's
         p = p / p.sum(axis=-1, keepdims=True)
         probs.append(p)
         outs.append(jnp.einsum("bhqk,bhkd->bhqd", p, v[:, :, first:end]))

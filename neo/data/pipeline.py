@@ -1,4 +1,4 @@
-"""The training input pipeline: token batches as a pure function of (seed, step, host).
+"""The training input pipeline: token batches as a pure function of (seed, step).
 
 tf.data reads and parses the TFRecords; numpy does the rest (sampling, mixing, masking), because every choice here
 must be reproducible from the step number alone: restarting at step k yields exactly the batches an uninterrupted run
@@ -7,11 +7,14 @@ yields from step k on, without storing any iterator state in the checkpoint.
 How that works:
 - Each dataset is an endless sequence of samples, epoch after epoch. Epoch lengths come from the dataset card, so a
   restart jumps to the right epoch for free and skips records (cheap: raw TFRecord reads, no parsing) inside it.
-- Mixing draws which dataset fills each batch slot from an RNG keyed on (seed, host, block of steps), so the number
+- Mixing draws which dataset fills each batch row from an RNG keyed on (seed, block of steps), so the number
   of samples each dataset has served before step k is a count over those draws, not a replay.
 - Random choices (document order, random windows, masks) are keyed on (seed, dataset, epoch, index) the same way.
-- Each host reads its own disjoint part: whole shards when there are at least as many shards as hosts, otherwise
-  every host_count-th record (the original crashed with fewer files than processes).
+- The batch of a step is global: its rows are the same whatever the number of hosts, so a run preempted on one slice
+  resumes on a slice of another size with the same data order. Each host reads the global stream and keeps the rows
+  its devices hold (`rows`); the other rows' samples are read and dropped. That costs each host one global batch of
+  decoding per step (a 512 x 2049 batch: ~1M tokens), small beside a step that size, and needs no shard-count to
+  host-count rule (the original crashed with fewer files than processes).
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -61,14 +63,10 @@ def _records(files: list[str], skip: int, host_index: int, host_count: int) -> I
 
 @dataclass
 class _Source:
-    """One dataset as seen by one host: an endless, seekable sequence of samples of `length` tokens."""
+    """One dataset: an endless, seekable sequence of samples of `length` tokens (the same on every host)."""
 
     card: DatasetCard
     files: list[str]
-    host_index: int  # record-level sharding when the host has to share shards, else 0
-    host_count: int  # 1 when this host owns whole shards
-    records: int  # this host's records per epoch
-    tokens: int | None  # this host's tokens per epoch (None: only known by reading)
     mode: str
     length: int
     stitch: int
@@ -78,14 +76,10 @@ class _Source:
     cache: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
     def _read(self, files: list[str], skip: int) -> Iterator[np.ndarray]:
-        """This host's records of `files` after `skip`; small datasets are read once and kept (bounded memory)."""
+        """The records of `files` after `skip`; small datasets are read once and kept (bounded memory)."""
         if self.card.tokens > _CACHE_TOKENS:
-            yield from _records(files, skip, self.host_index, self.host_count)
+            yield from _records(files, skip, 0, 1)
             return
-        if self.host_count > 1:  # record-level sharding: `files` is always the full list, in order
-            files = ["*"]
-            if "*" not in self.cache:
-                self.cache["*"] = list(_records(self.files, 0, self.host_index, self.host_count))
         for f in files:
             if f not in self.cache:
                 self.cache[f] = list(_records([f], 0, 0, 1))
@@ -93,15 +87,14 @@ class _Source:
 
     def samples_per_epoch(self) -> int:
         if self.mode == "chunks":
-            assert self.tokens is not None
-            return self.tokens // self.length
-        return self.records // self.stitch
+            return self.card.tokens // self.length
+        return self.card.records // self.stitch
 
     def _fixed_records(self) -> bool:
         """Chunks-mode datasets have records of chunk_size+1 tokens (the very last may be shorter)."""
         return self.card.mode == "chunks" and self.card.chunk_size is not None
 
-    # -- chunks: the host's token stream of one epoch, cut into `length` slices in order
+    # -- chunks: the token stream of one epoch, cut into `length` slices in order
     def _chunk_epoch(self, first: int) -> Iterator[np.ndarray]:
         n = self.samples_per_epoch()
         start = first * self.length
@@ -131,7 +124,7 @@ class _Source:
     def _document_epoch(self, epoch: int, first: int) -> Iterator[np.ndarray]:
         n = self.samples_per_epoch()
         rng = np.random.default_rng([self.seed, _ORDER_SALT, self.index, epoch])
-        files = [self.files[i] for i in rng.permutation(len(self.files))] if self.host_count == 1 else self.files
+        files = [self.files[i] for i in rng.permutation(len(self.files))]
         block = self.shuffle_buffer
         first_record = first * self.stitch
         block_no, drop = divmod(first_record, block)
@@ -166,7 +159,7 @@ class _Source:
             drop = 0
 
     def samples(self, start: int) -> Iterator[np.ndarray]:
-        """Samples number start, start+1, … of this host's endless stream."""
+        """Samples number start, start+1, … of the endless stream."""
         per_epoch = self.samples_per_epoch()
         epoch, first = divmod(start, per_epoch)
         while True:
@@ -178,23 +171,6 @@ class _Source:
             epoch, first = epoch + 1, 0
 
 
-def _host_part(card: DatasetCard, directory: str, host_index: int, host_count: int) -> tuple[list[str], int, int, int]:
-    """(files, record-shard index, record-shard count, records) of this host: whole shards when there are enough."""
-    paths = card.shard_paths(directory)
-    if len(paths) >= host_count:
-        mine = list(range(host_index, len(paths), host_count))
-        return [paths[i] for i in mine], 0, 1, sum(card.shards[i].records for i in mine)
-    records = len(range(host_index, card.records, host_count))
-    return paths, host_index, host_count, records
-
-
-def _host_tokens(source_files: list[str], card: DatasetCard, directory: str, host_index: int, host_count: int) -> int:
-    if host_count == 1:
-        names = {Path(f).name for f in source_files}
-        return sum(s.tokens for s in card.shards if s.file in names)
-    return sum(len(r) for r in _records(source_files, 0, host_index, host_count))  # small: fewer shards than hosts
-
-
 def _source(
     ds: DatasetConfig,
     index: int,
@@ -203,28 +179,21 @@ def _source(
     stitch: int,
     shuffle_buffer: int,
     seed: int,
-    host_index: int,
-    host_count: int,
 ) -> _Source:
     card = dataset_card(ds.dir)
-    files, h_index, h_count, records = _host_part(card, ds.dir, host_index, host_count)
     if ds.mode != "chunks" and card.records and stitch * card.min_record_tokens < length:
         need = -(-length // max(card.min_record_tokens, 1))
         raise ConfigError(
             f"data.stitch={stitch} × shortest record {card.min_record_tokens} tokens in {ds.dir} < n_ctx+1={length}; "
             f"set data.stitch={need} or more, or re-encode with --minimum-size {-(-length // stitch)}"
         )
-    tokens = _host_tokens(files, card, ds.dir, h_index, h_count) if ds.mode == "chunks" else None
-    src = _Source(card, files, h_index, h_count, records, tokens, ds.mode, length, stitch, shuffle_buffer, seed, index)
+    src = _Source(card, card.shard_paths(ds.dir), ds.mode, length, stitch, shuffle_buffer, seed, index)
     if src.samples_per_epoch() < 1:
-        raise DataError(
-            f"{ds.dir} gives host {host_index} no {ds.mode} sample of n_ctx+1={length} tokens; "
-            "encode more text or use fewer hosts"
-        )
+        raise DataError(f"{ds.dir} holds no {ds.mode} sample of n_ctx+1={length} tokens; encode more text")
     return src
 
 
-def check_data(cfg: DataConfig, *, n_ctx: int, vocab_size: int | None = None, host_count: int = 1) -> None:
+def check_data(cfg: DataConfig, *, n_ctx: int, vocab_size: int | None = None) -> None:
     """Check every precondition before training starts: datasets exist, sample lengths fit, ids fit the model."""
     cfg.validate()
     cfg.require_train()
@@ -236,8 +205,6 @@ def check_data(cfg: DataConfig, *, n_ctx: int, vocab_size: int | None = None, ho
             stitch=cfg.stitch,
             shuffle_buffer=cfg.shuffle_buffer,
             seed=0,
-            host_index=host_count - 1,
-            host_count=host_count,
         )
         if vocab_size is not None and src.card.vocab_size > vocab_size:
             raise ConfigError(
@@ -246,17 +213,25 @@ def check_data(cfg: DataConfig, *, n_ctx: int, vocab_size: int | None = None, ho
             )
 
 
-def _mix_choices(block: int, seed: int, host_index: int, weights: np.ndarray, per_host: int) -> np.ndarray:
-    rng = np.random.default_rng([seed, _MIX_SALT, host_index, block])
-    return rng.choice(len(weights), size=(_MIX_BLOCK, per_host), p=weights)
+def _mix_choices(block: int, seed: int, weights: np.ndarray, batch_size: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, _MIX_SALT, block])
+    return rng.choice(len(weights), size=(_MIX_BLOCK, batch_size), p=weights)
 
 
-def _per_host(batch_size: int, host_count: int, host_index: int) -> int:
-    if host_count < 1 or not 0 <= host_index < host_count:
-        raise ConfigError(f"host_index {host_index} is not in [0, {host_count})")
-    if batch_size % host_count:
-        raise ConfigError(f"train.batch_size={batch_size} must be a multiple of the host count {host_count}")
-    return batch_size // host_count
+def _row_range(rows: range | None, batch_size: int) -> range:
+    rows = range(batch_size) if rows is None else rows
+    if rows.step != 1 or not 0 <= rows.start < rows.stop <= batch_size:
+        raise ConfigError(f"rows {rows} are not a contiguous part of a batch of {batch_size} rows")
+    return rows
+
+
+def _keep_rows(stream: Iterator[np.ndarray], batch_size: int, rows: range) -> Iterator[np.ndarray]:
+    """Read every sample of each global batch, keep `rows` of it (the others are another host's)."""
+    while True:
+        kept = [sample for r, sample in zip(range(batch_size), stream, strict=False) if r in rows]
+        if len(kept) < len(rows):
+            return
+        yield np.stack(kept)
 
 
 def train_batches(
@@ -266,85 +241,54 @@ def train_batches(
     batch_size: int,
     seed: int,
     start_step: int = 0,
-    host_index: int = 0,
-    host_count: int = 1,
+    rows: range | None = None,
 ) -> Iterator[np.ndarray]:
-    """Endless int32 batches [batch_size // host_count, n_ctx + 1] for this host, starting at `start_step`."""
+    """Endless int32 batches [len(rows), n_ctx + 1]: `rows` of each global batch (default all), from `start_step`.
+
+    The global batch of a step depends on (seed, step) only, so any split of its rows over hosts reads the same data.
+    """
     cfg.validate()
     cfg.require_train()
-    per_host = _per_host(batch_size, host_count, host_index)
+    rows = _row_range(rows, batch_size)
     datasets = cfg.train_datasets()
     sources = [
-        _source(
-            ds,
-            i,
-            length=n_ctx + 1,
-            stitch=cfg.stitch,
-            shuffle_buffer=cfg.shuffle_buffer,
-            seed=seed,
-            host_index=host_index,
-            host_count=host_count,
-        )
+        _source(ds, i, length=n_ctx + 1, stitch=cfg.stitch, shuffle_buffer=cfg.shuffle_buffer, seed=seed)
         for i, ds in enumerate(datasets)
     ]
+    if len(sources) == 1:
+        yield from _keep_rows(sources[0].samples(start_step * batch_size), batch_size, rows)
+        return
     weights = np.array([d.weight for d in datasets], dtype=np.float64)
     weights /= weights.sum()
     start_block, start_row = divmod(start_step, _MIX_BLOCK)
     consumed = np.zeros(len(sources), dtype=np.int64)  # samples each dataset served before start_step
-    if len(sources) > 1:
-        for block in range(start_block):
-            consumed += np.bincount(
-                _mix_choices(block, seed, host_index, weights, per_host).ravel(), minlength=len(sources)
-            )
-        head = _mix_choices(start_block, seed, host_index, weights, per_host)[:start_row]
-        consumed += np.bincount(head.ravel(), minlength=len(sources))
-    else:
-        consumed[0] = start_step * per_host
+    for block in range(start_block):
+        consumed += np.bincount(_mix_choices(block, seed, weights, batch_size).ravel(), minlength=len(sources))
+    head = _mix_choices(start_block, seed, weights, batch_size)[:start_row]
+    consumed += np.bincount(head.ravel(), minlength=len(sources))
     streams = [src.samples(int(c)) for src, c in zip(sources, consumed, strict=True)]
     block = start_block
     while True:
-        choices = (
-            _mix_choices(block, seed, host_index, weights, per_host)
-            if len(sources) > 1
-            else np.zeros((_MIX_BLOCK, per_host), dtype=np.int64)
-        )
-        for row in choices[start_row if block == start_block else 0 :]:
-            yield np.stack([next(streams[c]) for c in row])
+        for choice in _mix_choices(block, seed, weights, batch_size)[start_row if block == start_block else 0 :]:
+            samples = [next(streams[c]) for c in choice]  # every row, in order: each stream's position stays global
+            yield np.stack(samples[rows.start : rows.stop])
         block += 1
 
 
-def eval_batches(
-    cfg: DataConfig, *, n_ctx: int, batch_size: int, host_index: int = 0, host_count: int = 1
-) -> Iterator[np.ndarray]:
-    """The eval set (data.eval_dir) as full int32 batches [batch_size // host_count, n_ctx + 1], in order.
+def eval_batches(cfg: DataConfig, *, n_ctx: int, batch_size: int, rows: range | None = None) -> Iterator[np.ndarray]:
+    """The eval set (data.eval_dir) as int32 batches [len(rows), n_ctx + 1]: `rows` of each full global batch.
 
     Finite and identical on every call: the token stream cut into n_ctx+1 slices (the trainer takes eval_steps).
     """
     if not cfg.eval_dir:
         raise ConfigError("data.eval_dir is empty; pass data.eval_dir=DIR (a held-out dataset from `neo data encode`)")
-    per_host = _per_host(batch_size, host_count, host_index)
+    rows = _row_range(rows, batch_size)
     card = dataset_card(cfg.eval_dir)
-    files, h_index, h_count, records = _host_part(card, cfg.eval_dir, host_index, host_count)
-    src = _Source(
-        card,
-        files,
-        h_index,
-        h_count,
-        records,
-        _host_tokens(files, card, cfg.eval_dir, h_index, h_count),
-        "chunks",
-        n_ctx + 1,
-        1,
-        1,
-        0,
-        0,
-    )
-    n_batches = src.samples_per_epoch() // per_host
+    src = _Source(card, card.shard_paths(cfg.eval_dir), "chunks", n_ctx + 1, 1, 1, 0, 0)
+    n_batches = src.samples_per_epoch() // batch_size
     if n_batches == 0:
-        raise DataError(f"{cfg.eval_dir} holds less than one eval batch for host {host_index}; encode more eval text")
-    samples = src._chunk_epoch(0)
-    for _ in range(n_batches):
-        yield np.stack([next(samples) for _ in range(per_host)])
+        raise DataError(f"{cfg.eval_dir} holds less than one eval batch of {batch_size}; encode more eval text")
+    yield from itertools.islice(_keep_rows(src._chunk_epoch(0), batch_size, rows), n_batches)
 
 
 # ---------------------------------------------------------------- masked-LM stage
@@ -419,19 +363,15 @@ def mlm_train_batches(
     seed: int,
     vocab_size: int,
     start_step: int = 0,
-    host_index: int = 0,
-    host_count: int = 1,
+    rows: range | None = None,
 ) -> Iterator[MlmBatch]:
-    """`train_batches` followed by the masking stage; masks are keyed on (seed, host, step), so resume is exact."""
-    batches = train_batches(
-        cfg,
-        n_ctx=n_ctx,
-        batch_size=batch_size,
-        seed=seed,
-        start_step=start_step,
-        host_index=host_index,
-        host_count=host_count,
-    )
+    """`train_batches` followed by the masking stage; masks are keyed on (seed, step, row of the global batch), so
+    resume is exact and any split of the rows over hosts masks alike."""
+    rows = _row_range(rows, batch_size)
+    batches = train_batches(cfg, n_ctx=n_ctx, batch_size=batch_size, seed=seed, start_step=start_step, rows=rows)
     for step, batch in enumerate(batches, start_step):
-        rng = np.random.default_rng([seed, _MLM_SALT, host_index, step])
-        yield mask_tokens(batch, mlm, vocab_size, rng)
+        masked = [
+            mask_tokens(row[None], mlm, vocab_size, np.random.default_rng([seed, _MLM_SALT, step, r]))
+            for r, row in zip(rows, batch, strict=True)
+        ]
+        yield MlmBatch(*(np.concatenate(parts) for parts in zip(*masked, strict=True)))

@@ -101,7 +101,14 @@ class Session:
         """
         if isinstance(local, pipeline.MlmBatch):
             local = np.stack([local.inputs, local.labels], axis=1)
-        return jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(local, np.int32))
+        local = np.asarray(local, np.int32)
+        global_shape = (self.cfg.train.batch_size, *local.shape[1:])
+        return jax.make_array_from_process_local_data(self.batch_sharding, local, global_shape)
+
+    @property
+    def batch_rows(self) -> range:
+        """The rows of each global batch that this process's devices hold (all of them on one process)."""
+        return process_rows(self.batch_sharding, self.cfg.train.batch_size)
 
     def train_batches(self, start_step: int) -> Iterator[np.ndarray | pipeline.MlmBatch]:
         common = {
@@ -109,8 +116,7 @@ class Session:
             "batch_size": self.cfg.train.batch_size,
             "seed": self.cfg.train.seed,
             "start_step": start_step,
-            "host_index": jax.process_index(),
-            "host_count": jax.process_count(),
+            "rows": self.batch_rows,
         }
         if self.cfg.model.mlm_training:
             mlm = pipeline.MlmOptions.from_model(self.cfg.model)
@@ -124,8 +130,7 @@ class Session:
             self.cfg.data,
             n_ctx=self.cfg.model.n_ctx,
             batch_size=self.cfg.train.batch_size,
-            host_index=jax.process_index(),
-            host_count=jax.process_count(),
+            rows=self.batch_rows,
         )
         batches = (b for _, b in zip(range(self.cfg.train.eval_steps), batches, strict=False))
         if self.cfg.model.mlm_training:  # the same masks at every evaluation
@@ -136,6 +141,24 @@ class Session:
                 for i, b in enumerate(batches)
             )
         return batches
+
+
+def process_rows(sharding: NamedSharding, batch_size: int) -> range:
+    """The contiguous rows of a [batch_size, ...] array that this process's devices hold under `sharding`."""
+    spans = {
+        (index[0].start or 0, batch_size if index[0].stop is None else index[0].stop)
+        for index in sharding.addressable_devices_indices_map((batch_size, 1)).values()
+    }
+    lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
+    covered = np.zeros(batch_size, bool)
+    for a, b in spans:
+        covered[a:b] = True
+    if not covered[lo:hi].all():
+        raise ConfigError(
+            f"process {jax.process_index()} holds rows of the batch that are not contiguous on mesh "
+            f"{dict(sharding.mesh.shape)}; map batch to the leading mesh axes in mesh.layout (e.g. batch:x)"
+        )
+    return range(lo, hi)
 
 
 def _replicas(mesh: Mesh, batch_spec: Any) -> int:
@@ -180,16 +203,14 @@ def build_session(
     st_layout = state_layout(model, tx, mesh, rules)
     batch_spec = nn.logical_to_mesh_axes(("batch", None), rules)
     replicas = _replicas(mesh, batch_spec)
-    if cfg.train.batch_size % (replicas * jax.process_count()):
+    if cfg.train.batch_size % replicas:
         raise ConfigError(
             f"train.batch_size={cfg.train.batch_size} is not divisible by the {replicas} data-parallel replicas "
             f"of mesh {dict(mesh.shape)}; use a multiple of {replicas}"
         )
     card = None
     if run_dir is not None:  # training: every data precondition is checked before the first step
-        pipeline.check_data(
-            cfg.data, n_ctx=cfg.model.n_ctx, vocab_size=cfg.model.n_vocab, host_count=jax.process_count()
-        )
+        pipeline.check_data(cfg.data, n_ctx=cfg.model.n_ctx, vocab_size=cfg.model.n_vocab)
         card = dataset_card(cfg.data.train_datasets()[0].dir)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(st_layout.abstract["params"]))
     micro_batches = micro_batch_count(cfg, replicas)

@@ -1,4 +1,4 @@
-"""The training input pipeline: sampling modes, determinism, exact resume, mixing, host sharding, MLM."""
+"""The training input pipeline: sampling modes, determinism, exact resume, mixing, rows split over hosts, MLM."""
 
 from __future__ import annotations
 
@@ -106,19 +106,42 @@ def test_mixing_follows_weights_and_resumes(tmp_path: Path, word_tokenizer: Path
     assert all((x == y).all() for x, y in zip(batches[1101:], resumed, strict=True))
 
 
-@pytest.mark.parametrize("files_per", [25, 400])  # 8 shards (whole shards per host) / 1 shard (record sharding)
-def test_hosts_read_disjoint_complete_parts(tmp_path: Path, word_tokenizer: Path, files_per: int, reading: str) -> None:
+@pytest.mark.parametrize("mode", ["chunks", "documents_fixed", "documents_random"])
+@pytest.mark.parametrize("files_per", [25, 400])  # 8 shards / 1 shard: fewer shards than hosts is fine
+def test_any_split_of_the_rows_reads_the_global_batch(
+    tmp_path: Path, word_tokenizer: Path, files_per: int, mode: str, reading: str
+) -> None:
+    """Hosts keep disjoint rows of one global batch: 1, 2 or 4 hosts, from step 0 or a resume, read the same data."""
     docs = [f"{LETTERS[i % 26]} {LETTERS[(i // 26) % 26]} {LETTERS[(i // 676) % 26]}" for i in range(200)]
     out = _encode(tmp_path, word_tokenizer, "ds", docs, files_per=files_per)
-    cfg = DataConfig(dir=str(out), mode="documents_fixed", stitch=1, shuffle_buffer=1)
-    per_host = []
-    for host in range(4):
-        batches = take(train_batches(cfg, n_ctx=3, batch_size=8, seed=0, host_index=host, host_count=4), 25)
-        assert batches[0].shape == (2, 4)
-        per_host.append([tuple(s) for b in batches for s in b][:50])  # exactly one epoch of this host
-    seen = [set(h) for h in per_host]
-    assert sum(len(s) for s in seen) == 200  # complete
-    assert len(set().union(*seen)) == 200  # disjoint
+    other = _encode(tmp_path, word_tokenizer, "other", _docs(50, 7, 4, 9), files_per=files_per)
+    for cfg in (
+        DataConfig(dir=str(out), mode=mode, stitch=2, shuffle_buffer=8),
+        DataConfig(dir=str(out), mode=mode, stitch=2, datasets=[DatasetConfig(dir=str(other), weight=2.0)]),
+    ):
+        for start in (0, 7):
+            whole = take(train_batches(cfg, n_ctx=3, batch_size=8, seed=1, start_step=start), 30)
+            assert whole[0].shape == (8, 4)
+            for hosts in (2, 4):
+                per = 8 // hosts
+                parts = [
+                    take(
+                        train_batches(
+                            cfg, n_ctx=3, batch_size=8, seed=1, start_step=start, rows=range(h * per, (h + 1) * per)
+                        ),
+                        30,
+                    )
+                    for h in range(hosts)
+                ]
+                for step, batch in enumerate(whole):
+                    np.testing.assert_array_equal(np.concatenate([p[step] for p in parts]), batch)
+    mlm = MlmOptions(mask_id=1, mask_prob=0.5)
+    kw = {"mlm": mlm, "n_ctx": 3, "batch_size": 4, "seed": 0, "vocab_size": 40}
+    whole = take(mlm_train_batches(DataConfig(dir=str(out)), **kw), 5)
+    halves = [take(mlm_train_batches(DataConfig(dir=str(out)), rows=r, **kw), 5) for r in (range(0, 2), range(2, 4))]
+    for step, batch in enumerate(whole):
+        np.testing.assert_array_equal(np.concatenate([h[step].inputs for h in halves]), batch.inputs)
+        np.testing.assert_array_equal(np.concatenate([h[step].labels for h in halves]), batch.labels)
 
 
 def test_preconditions_checked_up_front(tmp_path: Path, word_tokenizer: Path) -> None:
@@ -132,8 +155,8 @@ def test_preconditions_checked_up_front(tmp_path: Path, word_tokenizer: Path) ->
         next(train_batches(DataConfig(), n_ctx=8, batch_size=1, seed=0))
     with pytest.raises(DataError, match=r"dataset.yaml"):
         next(train_batches(DataConfig(dir=str(tmp_path)), n_ctx=8, batch_size=1, seed=0))
-    with pytest.raises(ConfigError, match="multiple of the host count"):
-        next(train_batches(DataConfig(dir=str(out)), n_ctx=2, batch_size=3, seed=0, host_count=2))
+    with pytest.raises(ConfigError, match="not a contiguous part of a batch of 3"):
+        next(train_batches(DataConfig(dir=str(out)), n_ctx=2, batch_size=3, seed=0, rows=range(2, 5)))
     with pytest.raises(DataError, match="no chunks sample"):
         next(train_batches(DataConfig(dir=str(out)), n_ctx=100, batch_size=1, seed=0))
 
@@ -159,8 +182,10 @@ def test_eval_batches_are_finite_and_repeatable(tmp_path: Path, word_tokenizer: 
     second = list(eval_batches(cfg, n_ctx=7, batch_size=4))
     assert len(first) == len(second) > 3 and all((a == b).all() for a, b in zip(first, second, strict=True))
     assert first[0].shape == (4, 8)
-    hosts = [list(eval_batches(cfg, n_ctx=7, batch_size=4, host_index=h, host_count=2)) for h in range(2)]
+    hosts = [list(eval_batches(cfg, n_ctx=7, batch_size=4, rows=range(h * 2, h * 2 + 2))) for h in range(2)]
     assert hosts[0][0].shape == (2, 8)
+    for step, batch in enumerate(first):
+        np.testing.assert_array_equal(np.concatenate([h[step] for h in hosts]), batch)
     with pytest.raises(ConfigError, match="eval_dir"):
         next(eval_batches(DataConfig(), n_ctx=7, batch_size=4))
 

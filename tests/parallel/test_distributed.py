@@ -48,19 +48,44 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _slurm_port() -> int:
+    """A free port in the range JAX's SLURM detection derives from the job id (61440 + id mod 4096)."""
+    for port in range(61440 + os.getpid() % 4096, 65536):
+        with socket.socket() as s:
+            try:
+                s.bind(("localhost", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 61440..65535")
+
+
+def _job_env(launcher: str, pid: int, port: int) -> dict[str, str]:
+    """What each launcher puts in a process's environment: neo's own variables, or a SLURM step (`srun`)."""
+    if launcher == "neo":
+        return {"NEO_COORDINATOR": f"localhost:{port}", "NEO_NUM_PROCESSES": "2", "NEO_PROCESS_ID": str(pid)}
+    return {
+        "SLURM_JOB_ID": str(port - 61440),
+        "SLURM_STEP_NODELIST": "localhost",
+        "SLURM_NTASKS": "2",
+        "SLURM_PROCID": str(pid),
+        "SLURM_LOCALID": str(pid),
+    }
+
+
 @pytest.mark.multiprocess
-def test_two_processes_build_one_global_mesh():
-    port = _free_port()
+@pytest.mark.parametrize("launcher", ["neo", "slurm"])
+def test_two_processes_build_one_global_mesh(launcher: str):
+    """Two processes join one job from their environment alone: neo's variables, or SLURM's (no flags at all)."""
+    port = _free_port() if launcher == "neo" else _slurm_port()
     procs = []
     for pid in range(2):
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "NEO_"))}
         env.update(
             XLA_FLAGS="--xla_force_host_platform_device_count=2",
             JAX_PLATFORMS="cpu",
-            NEO_COORDINATOR=f"localhost:{port}",
-            NEO_NUM_PROCESSES="2",
-            NEO_PROCESS_ID=str(pid),
             PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+            **_job_env(launcher, pid, port),
         )
         procs.append(
             subprocess.Popen(

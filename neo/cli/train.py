@@ -79,10 +79,12 @@ def run_with_progress(cfg: NeoConfig, run_dir: Path) -> TrainResult:
         )
         task_id = bar.add_task("train", total=info["steps"], completed=info["start_step"], loss="-", tps="-", mfu="-")
 
+    def on_advance(step: int) -> None:
+        bar.update(task_id, completed=step)
+
     def on_step(row: dict) -> None:
         bar.update(
             task_id,
-            completed=row["step"],
             loss=f"{row['loss']:.4f}",
             tps=f"{row['tokens_per_sec']:,.0f}",
             mfu=f"{row['mfu']:.1%}",
@@ -97,7 +99,11 @@ def run_with_progress(cfg: NeoConfig, run_dir: Path) -> TrainResult:
 
     with bar:
         return train(
-            cfg, run_dir, Hooks(on_start=on_start, on_step=on_step, on_eval=on_eval, on_checkpoint=on_checkpoint)
+            cfg,
+            run_dir,
+            Hooks(
+                on_start=on_start, on_step=on_step, on_advance=on_advance, on_eval=on_eval, on_checkpoint=on_checkpoint
+            ),
         )
 
 

@@ -13,7 +13,7 @@ import math
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from neo.config import NeoConfig, load, to_yaml
 from neo.errors import CheckpointError, ConfigError, TrainingError
 from neo.train.checkpoint import Checkpoints
 from neo.train.metrics import MetricsWriter, flops_per_token
+from neo.train.prefetch import Prefetch
 from neo.train.session import Session, build_session
 
 StepHook = Callable[[dict[str, Any]], None]
@@ -35,7 +36,8 @@ class Hooks:
     """What the caller (the CLI) wants to hear about; the loop itself renders nothing."""
 
     on_start: StepHook = lambda info: None
-    on_step: StepHook = lambda row: None
+    on_step: StepHook = lambda row: None  # a logged step's metrics (every train.log_every steps)
+    on_advance: Callable[[int], None] = lambda step: None  # every step, as it is dispatched (no device sync)
     on_eval: StepHook = lambda row: None
     on_checkpoint: StepHook = lambda info: None
     on_predict: StepHook = lambda row: None
@@ -142,50 +144,33 @@ def train(cfg: NeoConfig, run_dir: str | Path, hooks: Hooks | None = None) -> Tr
             writer.write({"step": 0, **row})
             hooks.on_eval({"step": 0, **row})
 
-    batches: Iterator[np.ndarray] = session.train_batches(start_step)
-    pending: tuple[int, dict[str, Any], float] | None = None  # the step whose metrics we fetch one step late
-    window_start, window_steps = time.perf_counter(), 0
-
-    def finish(step: int, metrics: dict[str, Any], elapsed_per_step: float) -> None:
-        loss = float(metrics["loss"])
-        if not math.isfinite(loss):
-            raise TrainingError(
-                f"loss became {loss} at step {step}; the last good checkpoint is kept — lower optimizer.lr "
-                "or raise optimizer.warmup_steps, then rerun the same command to resume"
-            )
-        tps = tokens_per_step / elapsed_per_step if elapsed_per_step > 0 else 0.0
-        row = {
-            "step": step,
-            "loss": loss,
-            "lr": float(metrics["lr"]),
-            "grad_norm": float(metrics["grad_norm"]),
-            "tokens_per_sec": tps,
-            "mfu": tps * fpt / (peak * session.mesh.devices.size) if peak else 0.0,
-        }
-        result.losses.append((step, loss))
-        if step % tcfg.log_every == 0 or step == tcfg.steps:
-            writer.write(row)
-        hooks.on_step(row)
-
     step = start_step
-    with _StopFlag() as stop:
+    meter = _Meter(tokens_per_step, fpt, peak * session.mesh.devices.size if peak else 0.0)
+    pending: list[tuple[int, dict[str, Any]]] = []  # dispatched steps whose metrics nobody has read yet
+
+    def drain() -> None:
+        """Read the pending steps' metrics (the loop's one device-to-host sync), check the loss, log, report."""
+        rows = meter.rows(pending)
+        pending.clear()
+        for row in rows:
+            result.losses.append((row["step"], row["loss"]))
+            if row["step"] % tcfg.log_every == 0 or row["step"] == tcfg.steps:
+                writer.write(row)
+        if rows:
+            hooks.on_step(rows[-1])
+
+    with _StopFlag() as stop, Prefetch(session.train_batches(start_step), session.global_batch) as batches:
         try:
             while step < tcfg.steps:
-                batch = session.global_batch(next(batches))
-                state, metrics = session.train_step(state, batch)
+                state, metrics = session.train_step(state, next(batches))
                 step += 1
-                window_steps += 1
-                if pending is not None:
-                    finish(*pending)
-                now = time.perf_counter()
-                pending = (step, metrics, (now - window_start) / window_steps)
-                if window_steps >= 20:
-                    window_start, window_steps = now, 0
-                save_now = step % tcfg.checkpoint_every == 0 or step == tcfg.steps or stop.signalled
+                pending.append((step, metrics))
+                hooks.on_advance(step)
+                save_now = step % tcfg.checkpoint_every == 0 or step == tcfg.steps or bool(stop.signalled)
                 eval_now = bool(tcfg.eval_steps) and (step % eval_every == 0 or step == tcfg.steps)
-                if save_now or eval_now:
-                    finish(*pending)  # the loss must be known finite before anything is saved
-                    pending = None
+                first = step == start_step + 1  # compiled just now: time the steps after it on their own
+                if save_now or eval_now or first or step % tcfg.log_every == 0:
+                    drain()  # the loss must be known finite before anything is saved
                 if eval_now:
                     row = evaluate(session, state["params"])
                     if row:
@@ -202,13 +187,54 @@ def train(cfg: NeoConfig, run_dir: str | Path, hooks: Hooks | None = None) -> Tr
                 if stop.signalled:
                     result.stopped_by_signal = True
                     break
-            if pending is not None:
-                finish(*pending)
+                if save_now or eval_now or first:
+                    meter.restart_clock()
+            drain()
         finally:
             ckpts.close()
             writer.close()
     result.final_step = step
     return result
+
+
+class _Meter:
+    """Turns dispatched steps' metrics into logged rows: loss, lr, grad norm, tokens/s and MFU over the steps since
+    the last reading (evaluation and checkpoint time excluded)."""
+
+    def __init__(self, tokens_per_step: int, flops_per_token: float, peak_flops: float) -> None:
+        self.tokens_per_step, self.flops_per_token, self.peak_flops = tokens_per_step, flops_per_token, peak_flops
+        self.clock, self.steps_timed = time.perf_counter(), 0
+
+    def restart_clock(self) -> None:
+        self.clock, self.steps_timed = time.perf_counter(), 0
+
+    def rows(self, pending: list[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
+        if not pending:
+            return []
+        values = jax.device_get([metrics for _, metrics in pending])  # waits for the last of them
+        now = time.perf_counter()
+        self.steps_timed += len(pending)
+        tps = self.tokens_per_step * self.steps_timed / max(now - self.clock, 1e-9)
+        self.clock, self.steps_timed = now, 0
+        rows = []
+        for (step, _), metrics in zip(pending, values, strict=True):
+            loss = float(metrics["loss"])
+            if not math.isfinite(loss):
+                raise TrainingError(
+                    f"loss became {loss} at step {step}; the last good checkpoint is kept — lower optimizer.lr "
+                    "or raise optimizer.warmup_steps, then rerun the same command to resume"
+                )
+            rows.append(
+                {
+                    "step": step,
+                    "loss": loss,
+                    "lr": float(metrics["lr"]),
+                    "grad_norm": float(metrics["grad_norm"]),
+                    "tokens_per_sec": tps,
+                    "mfu": tps * self.flops_per_token / self.peak_flops if self.peak_flops else 0.0,
+                }
+            )
+        return rows
 
 
 def predict(cfg: NeoConfig, run_dir: Path, params: Any, step: int) -> dict[str, Any] | None:

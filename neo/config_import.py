@@ -96,6 +96,18 @@ class Imported:
             node[leaf] = value
         return out
 
+    def preset_yaml(self, source: str) -> str:
+        """A model preset in the format of `neo/conf/model/*.yaml` (drop it there to use it as `model=NAME`)."""
+        from omegaconf import OmegaConf
+
+        head = [
+            "# @package _global_",
+            f"# Imported by `neo config import` from {source}.",
+        ]
+        if "optimizer" in self.values:
+            head += ["defaults:", f"  - override /optimizer: {self.values['optimizer']}", "  - _self_"]
+        return "\n".join(head) + "\n" + OmegaConf.to_yaml(self.nested())
+
 
 def import_config(params: Mapping[str, Any]) -> Imported:
     """Map a parsed GPT-Neo config to neo keys. Raises ConfigError if it is not a GPT-Neo model config."""

@@ -60,6 +60,8 @@ _UNMAPPED: dict[str, str] = {
     **{k: _DATA_HINT for k in ("path", "eval_path", "train_path", "tokenizer_path", "tokenizer_is_pretrained")},
     **{k: _DATA_HINT + "; `data encode` records it in the dataset card" for k in ("eos_id", "padding_id")},
 }
+# Keys neo reads as GPT-Neo wrote them, commas and all (neo.config quotes them for Hydra).
+_GPTNEO_STRINGS = ("mesh.shape", "mesh.layout")
 # Keys any GPT-Neo model config has: a JSON object without one of them is something else (e.g. a dataset config).
 _REQUIRED = ("n_embd", "n_layer", "n_head")
 
@@ -81,7 +83,9 @@ class Imported:
 
     def overrides(self) -> list[str]:
         """Hydra command-line overrides, e.g. `optimizer.lr=0.0002`, `model.attention_types=[[[global],24]]`."""
-        return [f"{key}={format_value(value)}" for key, value in self.values.items()]
+        return [
+            f"{key}={value if key in _GPTNEO_STRINGS else format_value(value)}" for key, value in self.values.items()
+        ]
 
     def nested(self) -> dict[str, Any]:
         """The values as nested sections (`{"model": {...}, ...}`), group choices left out."""
@@ -142,6 +146,15 @@ def import_config(params: Mapping[str, Any]) -> Imported:
             result.unmapped.append(Unmapped(key, "no neo equivalent"))
     result.values = dict(sorted(result.values.items(), key=lambda kv: _neo_order(kv[0])))
     return result
+
+
+def import_file(path: str) -> Imported:
+    """`import_config` of a JSON file; every user error names the file."""
+    params = load(path)
+    try:
+        return import_config(params)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def load(path: str) -> dict[str, Any]:

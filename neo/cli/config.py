@@ -37,16 +37,16 @@ def import_(
 
     Example: neo config import configs/gpt3_XL_256_Pile.json | xargs neo config show
     """
-    from neo.config_import import import_config, load
+    from neo.config_import import import_file
 
-    imported = import_config(load(config))
+    imported = import_file(config)
     if write is not None:
         write.parent.mkdir(parents=True, exist_ok=True)
         write.write_text(imported.preset_yaml(config))
     for override in imported.overrides():
         out.print(shlex.quote(override), markup=False)
     for item in imported.unmapped:
-        err.print(f"not mapped: {item.key} ({item.reason})", markup=False)
+        err.print(f"not mapped: {item.key} — {item.reason}", markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from neo.errors import ConfigError
 from neo.model.config import ModelConfig, MoEParams
+from neo.model.mtf import RENAMED
 
 # GPT-Neo key -> neo key, where only the name's section differs.
 _DIRECT: dict[str, str] = {
@@ -134,8 +135,8 @@ def import_config(params: Mapping[str, Any]) -> Imported:
             result.values["model.remat_policy"] = "full" if value else "none"
         elif key in _DIRECT:
             result.values[_DIRECT[key]] = value
-        elif key in _MODEL_KEYS:
-            result.values[f"model.{key}"] = value
+        elif RENAMED.get(key, key) in _MODEL_KEYS:
+            result.values[f"model.{RENAMED.get(key, key)}"] = value
         elif key == "moe_params" and isinstance(value, Mapping):
             _moe(value, result)
         elif key == "datasets":

@@ -84,8 +84,10 @@ def test_175b_and_1t_follow_the_gpt3_paper() -> None:
 
 def test_import_maps_by_meaning_and_names_what_it_cannot_map() -> None:
     original = json.loads((FIXTURES / "gpt3_13B_256.json").read_text())
-    imported = import_config({k: v for k, v in original.items() if k not in ("scale_by_depth", "recompute_grad")})
+    original = {k: v for k, v in original.items() if k not in ("scale_by_depth", "recompute_grad")}
+    imported = import_config({**original, "local_attention_radius": 128, "share_parameters": True})
     values = imported.values
+    assert values["model.window_size"] == 128  # GPT-Neo's name for it
     assert values["model.scale_by_depth"] is False and values["model.remat_policy"] == "none"  # GPT-Neo's defaults
     assert values["optimizer.lr_decay_end"] == values["train.steps"] == 143075  # decays until train_steps
     assert values["mesh.layout"] == "batch:x,embd:y,memory_length:y" and values["optimizer"] == "adam"
@@ -93,6 +95,7 @@ def test_import_maps_by_meaning_and_names_what_it_cannot_map() -> None:
     unmapped = {u.key: u.reason for u in imported.unmapped}
     assert "data.dir=" in unmapped["datasets: openwebtext-documents"] and "--run-dir" in unmapped["model_path"]
     assert {"ada_epsilon1", "iterations", "eval_batch_size"} <= set(unmapped)
+    assert unmapped["share_parameters"] == "no neo equivalent"
 
 
 def test_cli_import_prints_overrides_that_compose(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,7 +11,8 @@ array, so the next step is dispatched before the host reads (and streams) the cu
 per token.
 
 With a mesh and logical-axis rules (see neo.parallel), parameters and cache are placed with their logical shardings
-(the cache by batch and heads) and every step runs under the mesh, exactly as training lays the model out.
+(the cache by batch and heads, and its slots by memory_length where the layout maps it) and every step runs under
+the mesh, exactly as training lays the model out.
 """
 
 from __future__ import annotations

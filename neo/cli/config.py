@@ -9,7 +9,9 @@ import typer
 
 from neo.cli.common import err, out
 
-config_app = typer.Typer(help="Inspect the composed Hydra configuration.", no_args_is_help=True)
+config_app = typer.Typer(
+    help="Inspect the composed Hydra configuration; import GPT-Neo's JSON configs.", no_args_is_help=True
+)
 
 
 @config_app.command("show")
@@ -50,4 +52,4 @@ def import_(
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(config_app, name="config", help="Show the composed configuration (model, mesh, data, optimizer).")
+    app.add_typer(config_app, name="config", help="Show the composed configuration; import a GPT-Neo JSON config.")

@@ -18,7 +18,7 @@ def test_help_lists_every_command_group(capsys: pytest.CaptureFixture[str]) -> N
         assert group in text
 
 
-@pytest.mark.parametrize("command", [["train"], ["sample"], ["quickstart"], ["config", "show"]])
+@pytest.mark.parametrize("command", [["train"], ["sample"], ["quickstart"], ["config", "show"], ["config", "import"]])
 def test_each_command_help_has_an_example(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert run([*command, "--help"]) == 0
     assert "Example" in capsys.readouterr().out

@@ -169,6 +169,10 @@ def load(path: str) -> dict[str, Any]:
         raise ConfigError(f"no GPT-Neo config file at {path}; pass the path of a configs/*.json file") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not a text file; pass a GPT-Neo configs/*.json file") from None
+    except (OSError, ValueError, ImportError) as exc:  # unknown protocol, missing gcsfs, no access
+        raise ConfigError(
+            f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

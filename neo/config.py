@@ -4,6 +4,10 @@ Each concern owns its dataclass (model, mesh, data, optimizer, train) and docume
 glues them together. The dataclasses are registered with Hydra's ConfigStore as the schema that the YAML files merge
 onto, so an unknown key or a value of the wrong type fails during composition, before any JAX work, and each
 dataclass's `validate()` then checks values and cross-field rules.
+
+GPT-Neo's model presets (`model=xl`, ...) are `# @package _global_` files that set keys in every section their
+original recipe covers (optimizer, train, data; never the mesh): `conf/config.yaml` lists the model group after data
+and optimizer so the recipe beats those groups' defaults, and command-line keys beat both.
 """
 
 from __future__ import annotations

@@ -27,8 +27,10 @@ from neo.model.positions import apply_rotary
 Cache = dict[str, jax.Array]  # k, v: [batch, heads, slots, kv]; pos: [batch, slots] int32; valid: [batch, slots]
 LINEAR_EPS = 1e-6
 _SLOT_AXIS = {"k": -2, "v": -2, "pos": -1, "valid": -1}  # heads before slots: the decode dots read it in place
-# logical axes of one layer's cache entries: sharded like the activations (batch, heads), never along the slots
-CACHE_AXES = {"k": ("batch", "heads", None, "kv"), "v": ("batch", "heads", None, "kv"), "pos": ("batch", None)}
+# logical axes of one layer's cache entries: sharded like the keys/values, slots along `memory_length` (replicated
+# unless the layout maps it, as GPT-Neo's XL layout does)
+KV_AXES = ("batch", "heads", "memory_length", "kv")
+CACHE_AXES = {"k": KV_AXES, "v": KV_AXES, "pos": ("batch", "memory_length")}
 CACHE_AXES["valid"] = CACHE_AXES["pos"]
 
 
@@ -105,8 +107,10 @@ class Attention(nn.Module):
         wo = dense_param(self, "o", normal(o_std), (h, hd, d), ("heads", "kv", "embd"), cfg, n_in=2)
         bo = param(self, "o_bias", nn.initializers.zeros, (d,), ("embd",), cfg)
 
-        q, k, v = (
-            constrain(dense(x, w, "bld,dhk->blhk", cfg), ("batch", "length", "heads", "kv")) for w in (wq, wk, wv)
+        q = constrain(dense(x, wq, "bld,dhk->blhk", cfg), ("batch", "length", "heads", "kv"))
+        # keys and values: their length is the one attention reads (`memory_length`), not the queries' own
+        k, v = (
+            constrain(dense(x, w, "bld,dhk->blhk", cfg), ("batch", "memory_length", "heads", "kv")) for w in (wk, wv)
         )
         if cfg.rotary_emb:
             q, k = apply_rotary(q, positions), apply_rotary(k, positions)

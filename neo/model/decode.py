@@ -11,7 +11,8 @@ array, so the next step is dispatched before the host reads (and streams) the cu
 per token.
 
 With a mesh and logical-axis rules (see neo.parallel), parameters and cache are placed with their logical shardings
-(the cache by batch and heads) and every step runs under the mesh, exactly as training lays the model out.
+(the cache by batch and heads, and its slots by memory_length where the layout maps it) and every step runs under
+the mesh, exactly as training lays the model out.
 """
 
 from __future__ import annotations
@@ -67,11 +68,18 @@ def cache_axes(cache: list[Cache]) -> list[dict[str, tuple[str | None, ...]]]:
 
 
 def placed_cache(cfg: ModelConfig, batch: int, length: int, mesh: Mesh | None, rules: Rules | None) -> list[Cache]:
-    """`init_cache`, created directly in its logical shardings when a mesh is given (batch and heads split)."""
+    """`init_cache`, created directly in its logical shardings when a mesh is given (batch and heads split).
+
+    Raises a one-line LayoutError when the layout does not divide a cache (e.g. memory_length over a local window).
+    """
+    from neo.parallel.layout import validate_layout
+
     make = partial(init_cache, cfg, batch, length)
     if mesh is None:
         return make()
-    names = [{n: PartitionSpec(*axes) for n, axes in layer.items()} for layer in cache_axes(jax.eval_shape(make))]
+    abstract = jax.eval_shape(make)
+    validate_layout(abstract, mesh, rules or (), names=cache_axes(abstract))
+    names = [{n: PartitionSpec(*axes) for n, axes in layer.items()} for layer in cache_axes(abstract)]
     return jax.jit(make, out_shardings=nn.logical_to_mesh_sharding(names, mesh, rules or ()))()
 
 

@@ -7,19 +7,21 @@ plain `(logical_name, mesh_axis | tuple | None)` pairs for `flax.linen.logical_a
 second choice.
 
 Logical names (neo)  ·  mesh-tf / GPT-Neo names accepted in layout strings
-- `batch`   examples in a batch                 · batch
-- `length`  sequence positions (queries, keys)  · sequence, memory_length (keys' length), embed_sequence (wpe rows)
-- `embd`    model width                         · embd
-- `heads`   attention heads                     · heads
-- `kv`      features per head                   · kv, features_per_head
-- `mlp`     MLP hidden width (4·embd)           · intermediate_expanded, expert_hidden
-- `vocab`   vocabulary                          · vocab
-- `layers`  the scanned layer stack             · (none in GPT-Neo)
-- `experts` mixture-of-experts experts          · experts
-- `window`  local-attention window              · (none in GPT-Neo)
-A name the layout does not mention is replicated. Because mesh-tf's `memory_length` (keys only) and `sequence`
-are one name here, GPT-Neo's `batch:x,memory_length:y,embd:y` puts `length` and `embd` on the same axis; that
-fails the "one mesh axis twice in a tensor" check for any tensor carrying both, and says so.
+- `batch`         examples in a batch                              · batch
+- `length`        sequence positions of the queries and residual   · sequence, embed_sequence (wpe rows)
+- `memory_length` positions of the keys/values attention reads     · memory_length
+                  (k, v, the KV cache's slots, a local layer's window ring)
+- `embd`          model width                                      · embd
+- `heads`         attention heads                                  · heads
+- `kv`            features per head                                · kv, features_per_head
+- `mlp`           MLP hidden width (4·embd)                        · intermediate_expanded, expert_hidden
+- `vocab`         vocabulary                                       · vocab
+- `layers`        the scanned layer stack                          · (none in GPT-Neo)
+- `experts`       mixture-of-experts experts                       · experts
+- `window`        local-attention window                           · (none in GPT-Neo)
+A name the layout does not mention is replicated. `memory_length` is its own name, as in mesh-tf: keys and values
+are computed from the residual (`embd` contracted away), so GPT-Neo's XL/13B layout `batch:x,memory_length:y,embd:y`
+splits the keys' length and the model width over the same axis without a tensor carrying both.
 
 Neo extension: `batch:x+y` splits one dimension over several mesh axes (the default data-parallel layout does this).
 """
@@ -37,6 +39,7 @@ from neo.errors import ConfigError, LayoutError
 LOGICAL_AXES: tuple[str, ...] = (
     "batch",
     "length",
+    "memory_length",
     "embd",
     "heads",
     "kv",
@@ -50,7 +53,6 @@ LOGICAL_AXES: tuple[str, ...] = (
 # mesh-tf dimension names used by GPT-Neo configs -> neo logical names.
 MESH_TF_ALIASES: dict[str, str] = {
     "sequence": "length",
-    "memory_length": "length",
     "embed_sequence": "length",
     "features_per_head": "kv",
     "intermediate_expanded": "mlp",
@@ -174,7 +176,7 @@ def check_tensor(
 
 def _length_hint(*names: Any) -> str:
     if "length" in names:
-        return " (GPT-Neo's sequence, memory_length and embed_sequence are all neo's length)"
+        return " (GPT-Neo's sequence and embed_sequence are both neo's length)"
     return ""
 
 

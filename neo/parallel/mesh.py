@@ -27,21 +27,26 @@ def _platform_of(devices: Sequence[Any]) -> str:
     return {"cuda": "gpu", "rocm": "gpu"}.get(platform, platform)
 
 
-def mesh_axes(cfg: MeshConfig, n_devices: int, present: str | None = None) -> list[tuple[str, int]]:
-    """The (name, size) axes `cfg` gives on `n_devices` devices, or a LayoutError naming what fits instead."""
+def mesh_axes(
+    cfg: MeshConfig, n_devices: int, present: str | None = None, platform: str | None = None
+) -> list[tuple[str, int]]:
+    """The (name, size) axes `cfg` gives on `n_devices` devices (of `platform`), or a LayoutError naming what fits."""
     present = present or f"{n_devices} devices"
     if cfg.devices and cfg.devices != n_devices:
-        raise LayoutError(f"mesh '{cfg.name}' needs {cfg.devices} devices but {present} are present; {_fix(n_devices)}")
+        plan = "; `neo train --dry-run` plans for it without them" if cfg.devices > n_devices else ""
+        fix = _fix(n_devices, platform)
+        raise LayoutError(f"mesh '{cfg.name}' needs {cfg.devices} devices but {present} are present{plan}; {fix}")
     try:
         return resolve_mesh_shape(cfg.shape, n_devices)
     except NeoError as exc:
-        raise LayoutError(f"{exc} ({present}, mesh '{cfg.name}'); {_fix(n_devices)}") from None
+        raise LayoutError(f"{exc} ({present}, mesh '{cfg.name}'); {_fix(n_devices, platform)}") from None
 
 
-def _fix(n_devices: int) -> str:
-    fits = presets_for(n_devices)
+def _fix(n_devices: int, platform: str | None) -> str:
+    """Presets of the platform present (never a GPU preset on a CPU host) that run on `n_devices` devices."""
+    fits = presets_for(n_devices, platform)
     shape = f"or set mesh.shape to sizes whose product is {n_devices}"
-    return f"presets that fit: mesh={', mesh='.join(fits)} {shape}" if fits else shape
+    return f"presets that fit here: mesh={', mesh='.join(fits)} {shape}" if fits else shape
 
 
 def make_mesh(cfg: MeshConfig, devices: Sequence[Any] | None = None) -> Mesh:
@@ -52,7 +57,7 @@ def make_mesh(cfg: MeshConfig, devices: Sequence[Any] | None = None) -> Mesh:
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise LayoutError("no JAX devices are available; check JAX_PLATFORMS and the accelerator drivers")
-    axes = mesh_axes(cfg, len(devices), describe_devices(devices))
+    axes = mesh_axes(cfg, len(devices), describe_devices(devices), _platform_of(devices))
     names = tuple(name for name, _ in axes)
     sizes = tuple(size for _, size in axes)
     try:

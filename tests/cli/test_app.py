@@ -18,7 +18,7 @@ def test_help_lists_every_command_group(capsys: pytest.CaptureFixture[str]) -> N
         assert group in text
 
 
-@pytest.mark.parametrize("command", [["train"], ["sample"], ["quickstart"], ["config", "show"]])
+@pytest.mark.parametrize("command", [["train"], ["sample"], ["quickstart"], ["config", "show"], ["config", "import"]])
 def test_each_command_help_has_an_example(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert run([*command, "--help"]) == 0
     assert "Example" in capsys.readouterr().out
@@ -48,3 +48,13 @@ def test_console_script_exit_codes_in_a_real_process() -> None:
     assert "model" in bad.stderr and "Traceback" not in bad.stderr
     usage = subprocess.run([sys.executable, "-m", "neo.cli.app", "no-such-command"], capture_output=True, text=True)
     assert usage.returncode == 2
+
+
+def test_train_on_a_pod_preset_without_its_devices_points_to_dry_run(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    assert run(["train", "model=xl", "mesh=v3-256", "data.dir=" + str(tmp_path), "--run-dir", str(run_dir)]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "needs 256 devices" in lines[0] and "--dry-run" in lines[0]
+    assert "mesh=gpu" not in lines[0] and not run_dir.exists()

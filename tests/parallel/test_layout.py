@@ -1,8 +1,12 @@
 """GPT-Neo layout strings -> logical rules, and the per-tensor checks."""
 
+import json
+from pathlib import Path
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from neo.errors import ConfigError, LayoutError
@@ -17,15 +21,31 @@ from neo.parallel.layout import (
     validate_layout,
 )
 from neo.parallel.mesh import make_mesh
+from neo.parallel.shape import parse_mesh_shape
+
+GPTNEO_CONFIGS = sorted((Path(__file__).parents[1] / "fixtures" / "gptneo").glob("gpt*.json"))
+XL_LAYOUT = "batch:x,memory_length:y,embd:y"  # GPT-Neo's gpt3_XL_256_Pile.json and gpt3_13B_256_Pile.json
 
 
 def test_mesh_tf_names_map_to_neo_names():
     assert parse_layout("batch:x,memory_length:y,intermediate_expanded:y") == {
         "batch": ("x",),
-        "length": ("y",),
+        "memory_length": ("y",),
         "mlp": ("y",),
     }
     assert parse_layout("features_per_head:x,embed_sequence:y") == {"kv": ("x",), "length": ("y",)}
+    assert parse_layout("sequence:x,memory_length:y") == {"length": ("x",), "memory_length": ("y",)}
+
+
+@pytest.mark.parametrize("path", GPTNEO_CONFIGS, ids=lambda p: p.stem)
+def test_every_original_gpt_neo_layout_parses_on_its_mesh(path: Path) -> None:
+    original = json.loads(path.read_text())
+    axes = [name for name, _ in parse_mesh_shape(original["mesh_shape"])]
+    rules = dict(layout_rules(original["layout"], axes))
+    for part in original["layout"].split(","):
+        name, axis = part.split(":")
+        assert axis in axes and name  # every entry lands on one of its mesh's axes
+    assert sum(v is not None for v in rules.values()) == len(original["layout"].split(","))
 
 
 def test_rules_cover_every_logical_name_once():
@@ -46,7 +66,7 @@ def test_empty_layout_is_data_parallel_over_every_axis():
     ("layout", "match"),
     [
         ("batch:x,batch:y", "'batch' is on more than one mesh axis.*batch:x\\+y"),
-        ("sequence:x,memory_length:y", "'length' is on more than one mesh axis"),
+        ("sequence:x,embed_sequence:y", "'length' is on more than one mesh axis"),
         ("tokens:x", "unknown tensor dimension 'tokens'"),
         ("batch:z", "mesh axis 'z' is not in mesh.shape"),
         ("batch", "is not 'dimension:mesh_axis'"),
@@ -60,7 +80,7 @@ def test_bad_layouts_fail_in_one_line(layout, match):
 
 
 def test_same_axis_for_two_aliases_of_one_name_is_fine():
-    assert parse_layout("sequence:y,memory_length:y") == {"length": ("y",)}
+    assert parse_layout("sequence:y,embed_sequence:y") == {"length": ("y",)}
 
 
 class Tiny(nn.Module):
@@ -99,11 +119,53 @@ def test_mesh_axis_twice_in_one_tensor():
         validate_layout(_abstract_params(), {"x": 4, "y": 2}, rules)
 
 
-def test_gpt_neo_memory_length_with_embd_conflicts_on_activations():
-    rules = layout_rules("batch:x,memory_length:y,embd:y", ["x", "y"])
-    act = {"hidden": LogicalShape((8, 16, 32), ("batch", "length", "embd"))}
-    with pytest.raises(LayoutError, match=r"hidden.*'y' is used twice"):
-        validate_layout(act, {"x": 4, "y": 2}, rules)
+def test_gpt_neo_xl_layout_keeps_the_keys_length_apart_from_the_queries():
+    rules = layout_rules(XL_LAYOUT, ["x", "y"])
+    acts = {
+        "hidden": LogicalShape((8, 16, 32), ("batch", "length", "embd")),  # length replicated: no clash with embd
+        "keys": LogicalShape((8, 16, 4, 8), ("batch", "memory_length", "heads", "kv")),
+    }
+    validate_layout(acts, {"x": 4, "y": 2}, rules)
+    clash = {"both": LogicalShape((8, 16, 32), ("batch", "memory_length", "embd"))}
+    with pytest.raises(LayoutError, match=r"both.*'y' is used twice"):
+        validate_layout(clash, {"x": 4, "y": 2}, rules)
+
+
+def _constraint_specs(jaxpr: jax.extend.core.Jaxpr) -> list[jax.sharding.PartitionSpec]:
+    """The PartitionSpec of every sharding constraint in a jaxpr, its scan/jit bodies included."""
+    specs = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "sharding_constraint":
+            specs.append(eqn.params["sharding"].spec)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple | list) else [value]:
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    specs += _constraint_specs(inner)
+    return specs
+
+
+def test_gpt_neo_xl_layout_shards_keys_and_values_and_keeps_the_logits():
+    from neo.model.transformer import GPTNeo
+    from tests.model.conftest import logits_fn, params_for, small
+
+    cfg = small()
+    params = params_for(cfg)  # shared with the model tests' (the init dominates this test's time when run alone)
+    tokens = np.random.RandomState(0).randint(0, cfg.n_vocab, size=(2, cfg.n_ctx)).astype(np.int32)
+    mesh = make_mesh(MeshConfig(shape="x:2,y:4"))
+    rules = layout_rules(XL_LAYOUT, list(mesh.axis_names))
+    validate_layout(jax.eval_shape(GPTNeo(cfg).init, jax.random.key(0), tokens), mesh, rules)
+
+    def forward(params, tokens):
+        return GPTNeo(cfg).apply({"params": params}, tokens)
+
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        specs = _constraint_specs(jax.make_jaxpr(forward)(params, tokens).jaxpr)
+        sharded = np.asarray(jax.jit(forward)(params, tokens))
+    kv = jax.sharding.PartitionSpec("x", "y", None, None)  # batch:x, memory_length:y, heads, kv
+    assert specs.count(kv) == 2 * cfg.scan_period()  # k and v of each layer in the scanned block
+    assert jax.sharding.PartitionSpec("x", None, None, None) in specs  # q: its length stays whole
+    np.testing.assert_allclose(sharded, np.asarray(logits_fn(cfg)(params, tokens)), atol=2e-5, rtol=1e-5)
 
 
 def test_sizes_not_divisible_by_mesh_axes():
@@ -121,3 +183,13 @@ def test_shape_dtype_structs_with_a_names_tree():
     validate_layout(tree, {"x": 4, "y": 2}, layout_rules("embd:x,mlp:y", ["x", "y"]), names=names)
     with pytest.raises(LayoutError, match=r"'mlp' of size 6"):
         validate_layout(tree, {"x": 4, "y": 2}, layout_rules("embd:y,mlp:x", ["x", "y"]), names=names)
+
+
+@pytest.mark.slow  # ~15 s on 2 cores; the forward pass above compiles with this layout in the default suite
+def test_gpt_neo_xl_layout_compiles_the_train_step_on_8_devices():
+    from neo.config import compose
+    from neo.train.dry_run import dry_run
+
+    overrides = ["model=tiny", "model.n_vocab=512", "train.batch_size=16", "mesh=cpu-8", "mesh.shape=x:2,y:4"]
+    report = dry_run(compose([*overrides, f"mesh.layout={XL_LAYOUT}"]))
+    assert report.devices == 8 and report.peak_bytes > report.argument_bytes > 0

@@ -33,7 +33,8 @@ def test_wrong_device_count_names_devices_present_and_presets_that_fit():
         make_mesh(preset("v3-256"))
     msg = str(info.value)
     assert "\n" not in msg
-    assert "needs 256 devices" in msg and "8 × cpu" in msg and "mesh=v3-8" in msg and "mesh=cpu" in msg
+    assert "needs 256 devices" in msg and "8 × cpu" in msg and "mesh=cpu-8" in msg and "mesh=cpu" in msg
+    assert "--dry-run" in msg and "mesh=gpu" not in msg and "mesh=v3-8" not in msg  # only presets of this host's kind
 
 
 def test_shape_that_does_not_fill_the_devices():

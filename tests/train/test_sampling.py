@@ -28,6 +28,7 @@ def small(**changes: object) -> ModelConfig:
     return _small(n_vocab=64, **changes)
 
 
+XL_LAYOUT = "batch:x,memory_length:y,embd:y"  # GPT-Neo's XL layout: the keys' length split like the width
 LAYOUTS = {  # mesh shape, layout
     "model-parallel": ("x:2,y:4", "batch:x,heads:y,mlp:y"),
     "data-parallel": ("x:8", "batch:x"),  # 3 prompts: padded with dummy rows to 8
@@ -41,6 +42,25 @@ def test_sharded_greedy_equals_single_device(name: str) -> None:
     params = params_for(cfg)
     expected = generate(cfg, params, PROMPTS, max_new_tokens=8, temperature=0)
     mesh, rules = mesh_and_rules(MeshConfig(shape=LAYOUTS[name][0], layout=LAYOUTS[name][1]))
+    assert generate(cfg, params, PROMPTS, max_new_tokens=8, temperature=0, mesh=mesh, rules=rules) == expected
+
+
+def test_gpt_neo_xl_layout_shards_the_cache_slots() -> None:
+    mesh, rules = mesh_and_rules(MeshConfig(shape="x:2,y:4", layout=XL_LAYOUT))
+    cache = placed_cache(replace(small(window_size=4), scan_layers=False), 4, 16, mesh, rules)
+    assert tuple(cache[0]["k"].sharding.spec) == ("x", None, "y", None)  # [batch, heads, slots, kv]
+    assert cache[1]["k"].addressable_shards[0].data.shape == (2, 4, 1, 8)  # the local ring: 4 slots over y=4
+    assert tuple(cache[1]["pos"].sharding.spec) == ("x", "y")
+    with pytest.raises(LayoutError, match="'memory_length' of size 3 is not divisible"):  # a 3-slot window
+        placed_cache(replace(small(), scan_layers=False), 4, 16, mesh, rules)
+
+
+@pytest.mark.slow  # ~25 s on 2 busy cores
+def test_gpt_neo_xl_layout_decodes_like_one_device() -> None:
+    cfg = small(window_size=4)
+    params = params_for(cfg)
+    expected = generate(cfg, params, PROMPTS, max_new_tokens=8, temperature=0)
+    mesh, rules = mesh_and_rules(MeshConfig(shape="x:2,y:4", layout=XL_LAYOUT))
     assert generate(cfg, params, PROMPTS, max_new_tokens=8, temperature=0, mesh=mesh, rules=rules) == expected
 
 

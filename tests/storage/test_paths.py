@@ -1,0 +1,87 @@
+"""The path layer (`neo.storage`) on local paths and on a Cloud Storage emulator: same operations, same results."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from neo import storage
+from neo.errors import StorageError
+
+
+@pytest.fixture(params=["local", "gcs"])
+def root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh directory: a local one, or a prefix in the emulator's bucket."""
+    if request.param == "local":
+        return str(tmp_path)
+    emulator = request.getfixturevalue("gcs_emulator")
+    return f"{emulator.bucket_url}/paths/{request.node.name.replace('[', '_').replace(']', '')}"
+
+
+def test_write_read_list_copy_remove(root: str) -> None:
+    a = storage.join(root, "a.txt")
+    storage.write_atomic(a, "hello")
+    storage.write_atomic(storage.join(root, "sub", "b.bin"), b"\x00\x01")
+    storage.write_atomic(storage.join(root, "sub", "deep", "c.txt"), "c")
+    assert storage.exists(a) and storage.isfile(a) and not storage.isdir(a)
+    assert storage.isdir(storage.join(root, "sub")) and not storage.exists(storage.join(root, "nope"))
+    assert storage.read_text(a) == "hello"
+    assert storage.size(a) == 5
+    assert [storage.basename(p) for p in storage.listdir(root)] == ["a.txt", "sub"]
+    assert [storage.basename(p) for p in storage.find(root)] == ["a.txt", "b.bin", "c.txt"]
+    assert [storage.basename(p) for p in storage.glob(storage.join(root, "**", "*.txt"))] == ["a.txt", "c.txt"]
+    storage.copy(a, storage.join(root, "copy.txt"))
+    assert storage.read_bytes(storage.join(root, "copy.txt")) == b"hello"
+    with storage.open(storage.join(root, "sub", "b.bin")) as f:
+        assert f.read() == b"\x00\x01"
+    storage.remove(a)
+    assert not storage.exists(a)
+    storage.remove(storage.join(root, "sub"), recursive=True)
+    assert not storage.exists(storage.join(root, "sub", "b.bin"))
+    storage.remove(storage.join(root, "never-was"))  # a missing path is not an error
+
+
+def test_atomic_writer_leaves_nothing_when_the_block_fails(root: str) -> None:
+    target = storage.join(root, "half.bin")
+    storage.makedirs(root)
+    with pytest.raises(RuntimeError), storage.atomic_writer(target) as f:
+        f.write(b"x" * 1000)
+        raise RuntimeError("crash mid-write")
+    assert not storage.exists(target)
+    if not storage.is_remote(root):
+        assert os.listdir(root) == []  # no temp file either
+
+
+def test_staged_dir_uploads_what_a_local_library_wrote(root: str) -> None:
+    target = storage.join(root, "staged")
+    with storage.staged_dir(target) as local:
+        assert not storage.is_remote(local)
+        Path(local, "x").mkdir()
+        Path(local, "x", "f.txt").write_text("staged")
+    assert storage.read_text(storage.join(target, "x", "f.txt")) == "staged"
+    with storage.local_file(storage.join(target, "x", "f.txt")) as path:
+        assert Path(path).read_text() == "staged"
+
+
+def test_urls_are_never_local_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert storage.is_remote("gs://b/x") and not storage.is_remote("runs/x") and not storage.is_remote(tmp_path)
+    assert storage.join("gs://b/run/", "checkpoints", "3") == "gs://b/run/checkpoints/3"
+    assert storage.parent("gs://b/run/x.json") == "gs://b/run"
+    assert storage.join(tmp_path, "a") == str(tmp_path / "a")
+    with pytest.raises(StorageError, match="names no bucket"):
+        storage.exists("gs:///x")
+    assert not Path("gs:").exists()
+
+
+def test_no_such_bucket_is_one_storage_error(gcs_emulator: object) -> None:
+    with pytest.raises(StorageError, match=r"gs://no-such-bucket-x does not exist"):
+        storage.write_atomic("gs://no-such-bucket-x/run/a.txt", "x")
+
+
+def test_missing_object_is_a_storage_error(gcs_emulator: object) -> None:
+    url = f"{gcs_emulator.bucket_url}/missing/file.txt"  # type: ignore[attr-defined]
+    with pytest.raises(StorageError, match="not found"):
+        storage.read_bytes(url)

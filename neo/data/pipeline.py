@@ -26,7 +26,7 @@ import numpy as np
 
 from neo.data.card import DatasetCard, dataset_card
 from neo.data.config import DataConfig, DatasetConfig
-from neo.data.tfrecord import FEATURE, tensorflow
+from neo.data.tfrecord import read_records
 from neo.errors import ConfigError, DataError
 
 __all__ = [
@@ -47,16 +47,7 @@ _MIX_SALT, _MLM_SALT, _ORDER_SALT, _WINDOW_SALT = 0x5EED, 0x4D4C4D, 0x0D0C, 0x71
 
 def _records(files: list[str], skip: int, host_index: int, host_count: int) -> Iterator[np.ndarray]:
     """Token records of `files` in order, after skipping `skip` of this host's records (without parsing them)."""
-    tf = tensorflow()
-    ds = tf.data.TFRecordDataset(files)
-    if host_count > 1:
-        ds = ds.shard(host_count, host_index)
-    if skip:
-        ds = ds.skip(skip)
-    spec = {FEATURE: tf.io.RaggedFeature(tf.int64)}
-    ds = ds.map(lambda x: tf.io.parse_single_example(x, spec)[FEATURE], num_parallel_calls=4, deterministic=True)
-    for rec in ds.prefetch(64).as_numpy_iterator():
-        yield rec.astype(np.int32)
+    return read_records(files, skip, host_index=host_index, host_count=host_count)
 
 
 @dataclass

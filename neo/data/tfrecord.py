@@ -146,37 +146,53 @@ def _token_spans(buf: bytes) -> list[tuple[int, int, int]]:
     raise ValueError("no int64 feature 'text'")
 
 
-def decode_varints(data: np.ndarray) -> np.ndarray:
-    """Decode a uint8 array of concatenated protobuf varints into int64 values, vectorised."""
+def _decode(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(values, index of each value's last byte) of a uint8 array of concatenated varints; values are int32 when
+    every varint fits in 4 bytes (28 bits), else int64."""
     if data.size == 0:
-        return np.zeros(0, np.int64)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     if data[-1] >= 0x80:
         raise ValueError("truncated varint")
-    if data.max() < 0x80:
-        return data.astype(np.int64)
     ends = np.flatnonzero(data < 0x80)
+    if ends.size == data.size:  # every value below 128
+        return data.astype(np.int32), ends
     starts = np.empty_like(ends)
     starts[0] = 0
     starts[1:] = ends[:-1] + 1
-    pos = np.arange(data.size) - np.repeat(starts, ends - starts + 1)
-    if pos.max() > 9:
+    lengths = ends - starts + 1
+    width = int(lengths.max())
+    if width > 10:
         raise ValueError("varint too long")
-    parts = (data & 0x7F).astype(np.uint64) << (7 * pos).astype(np.uint64)
-    return np.add.reduceat(parts, starts).view(np.int64)
+    dtype = np.uint32 if width <= 4 else np.uint64  # 4 varint bytes hold 28 bits: 32-bit arithmetic is enough
+    low = data & 0x7F
+    values = low[starts].astype(dtype)
+    last = data.size - 1
+    for k in range(1, width):  # one pass per byte position, over values rather than bytes
+        idx = starts + k
+        np.minimum(idx, last, out=idx)
+        group = low[idx].astype(dtype)
+        group[lengths <= k] = 0
+        values |= group << dtype(7 * k)
+    return values.view(np.int32) if dtype is np.uint32 else values.view(np.int64), ends
+
+
+def decode_varints(data: np.ndarray) -> np.ndarray:
+    """Decode a uint8 array of concatenated protobuf varints into int64 values, vectorised."""
+    return _decode(data)[0].astype(np.int64)
 
 
 def decode_examples(payloads: list[bytes]) -> list[np.ndarray]:
     """The `text` tokens of serialized Examples, as int32 arrays; packed varints of all payloads decode in one pass,
     the unpacked form is accepted too."""
     pieces: list[bytes] = []
-    counts: list[int] = []  # packed bytes per payload; -1: decoded separately (unpacked values)
+    sizes: list[int] = []  # packed bytes per payload; -1: decoded separately (unpacked values)
     singles: dict[int, np.ndarray] = {}
     for i, buf in enumerate(payloads):
         spans = _token_spans(buf)
         if all(w == 2 for w, _, _ in spans):
-            chunk = b"".join(buf[s:e] for _, s, e in spans)
+            chunk = buf[spans[0][1] : spans[0][2]] if len(spans) == 1 else b"".join(buf[s:e] for _, s, e in spans)
             pieces.append(chunk)
-            counts.append(len(chunk))
+            sizes.append(len(chunk))
             continue
         values = []
         for w, s, e in spans:
@@ -185,22 +201,23 @@ def decode_examples(payloads: list[bytes]) -> list[np.ndarray]:
             else:
                 values.extend(decode_varints(np.frombuffer(buf, np.uint8, e - s, s)).tolist())
         singles[i] = np.asarray(values, np.uint64).view(np.int64).astype(np.int32)
-        counts.append(-1)
+        sizes.append(-1)
     data = np.frombuffer(b"".join(pieces), np.uint8)
-    values = decode_varints(data).astype(np.int32)
-    is_end = np.concatenate([[0], np.cumsum(data < 0x80)])
+    values, ends = _decode(data)
+    values = values.astype(np.int32, copy=False)
+    bounds = np.cumsum([0] + [n for n in sizes if n >= 0])
+    nonempty = bounds[1:] > bounds[:-1]
+    if np.any(data[bounds[1:][nonempty] - 1] >= 0x80):
+        raise ValueError("truncated varint")
+    offsets = np.searchsorted(ends, bounds).tolist()  # value index where each payload starts
     out: list[np.ndarray] = []
-    byte_pos = value_pos = 0
-    for i, n in enumerate(counts):
+    j = 0
+    for i, n in enumerate(sizes):
         if n < 0:
             out.append(singles[i])
-            continue
-        if n and data[byte_pos + n - 1] >= 0x80:
-            raise ValueError("truncated varint")
-        k = int(is_end[byte_pos + n] - is_end[byte_pos])
-        out.append(values[value_pos : value_pos + k])
-        byte_pos += n
-        value_pos += k
+        else:
+            out.append(values[offsets[j] : offsets[j + 1]])
+            j += 1
     return out
 
 

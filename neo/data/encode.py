@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
+from neo import storage
 from neo.data.card import CARD_FILE, DatasetCard, ShardInfo, write_card
 from neo.data.corpus import CorpusStats, iter_documents, resolve_inputs
 from neo.data.tfrecord import ShardWriter
@@ -148,9 +149,12 @@ def _prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 # ---------------------------------------------------------------- output directory and resume state
 
 
-def _settings(files: list[Path], tok_fingerprint: str, **options: Any) -> dict[str, Any]:
-    inputs = []
+def _settings(files: list[Path | str], tok_fingerprint: str, **options: Any) -> dict[str, Any]:
+    inputs: list[list[Any]] = []
     for p in files:
+        if isinstance(p, str):  # an object-store URL
+            inputs.append([p, storage.size(p)])
+            continue
         st = p.stat()
         inputs.append([str(p.resolve()), st.st_size, int(st.st_mtime)])
     digest = hashlib.sha256(json.dumps(inputs).encode()).hexdigest()[:16]
@@ -334,6 +338,21 @@ def encode_dataset(
     if bad:
         raise DataError(f"--separator id {bad[0]} is outside the tokenizer's vocabulary [0, {vocab})")
     files = resolve_inputs(inputs)
+    if storage.is_remote(out_dir):
+        return _encode_remote(
+            files,
+            os.fspath(out_dir),
+            tokenizer,
+            mode=mode,
+            name=name,
+            chunk_size=chunk_size,
+            separator=sep,
+            minimum_size=minimum_size,
+            files_per=files_per,
+            workers=workers,
+            force=force,
+            progress=progress,
+        )
     out = Path(out_dir)
     options = dict(
         mode=mode, name=name, chunk_size=chunk_size, separator=sep, minimum_size=minimum_size, files_per=files_per
@@ -436,4 +455,24 @@ def encode_dataset(
         shards=[ShardInfo(file=s.file, records=s.records, tokens=s.tokens, documents=s.documents) for s in shards],
     )
     write_card(out, card)
+    return card
+
+
+def _encode_remote(files: list[Path | str], url: str, tokenizer: str | Path, **options: Any) -> DatasetCard:
+    """Encode into a local staging directory, then upload: shards and tokenizer first, the card last, so a reader
+    never finds a card whose shards are missing. An interrupted remote encode starts over (its staging is gone)."""
+    force = options.pop("force")
+    if storage.isdir(url):
+        existing = storage.listdir(url)
+        if existing and not force:
+            raise DataError(f"{url} is not empty; pass a new --out location or --force to replace its dataset")
+        for p in existing:
+            name = storage.basename(p)
+            if name.endswith(".tfrecords") or name in (CARD_FILE, TOKENIZER_FILE):
+                storage.remove(p)
+    with tempfile.TemporaryDirectory(prefix="neo-encode-") as local:
+        card = encode_dataset([str(f) for f in files], local, tokenizer, force=True, **options)
+        names = [n for n in sorted(os.listdir(local)) if n != STATE_DIR and n != CARD_FILE]
+        for n in [*names, CARD_FILE]:
+            storage.copy(os.path.join(local, n), storage.join(url, n))
     return card

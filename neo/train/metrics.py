@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -32,6 +33,9 @@ def flops_per_token(cfg: ModelConfig, n_params: int) -> float:
     return 6.0 * n_params + attention
 
 
+_WRITERS = itertools.count()  # tells apart the event files of writers opened in one process in the same second
+
+
 class MetricsWriter:
     """The run's metric sinks: `metrics.jsonl` (one JSON object per logged step) and TensorBoard scalars.
 
@@ -54,7 +58,7 @@ class MetricsWriter:
         self._stage: tempfile.TemporaryDirectory[str] | None = None
         if not enabled:
             return
-        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.neo"
+        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.{next(_WRITERS)}.neo"
         self._events_url = storage.join(run_dir, "tensorboard", name)
         if self.remote:
             if storage.exists(self.path):

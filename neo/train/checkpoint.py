@@ -107,6 +107,14 @@ class Checkpoints:
         self.manager.close()
 
 
+def load_snapshot(run_dir: str | os.PathLike[str], overrides: list[str] | None = None) -> Any:
+    """The config snapshot `RUN_DIR/config.yaml` (any location) as a NeoConfig, with `key=value` overrides."""
+    from neo.config import load
+
+    with storage.local_file(storage.join(run_dir, "config.yaml")) as local:
+        return load(local, overrides)
+
+
 def load_run(run_dir: str | Path, step: int | None = None) -> tuple[Any, Any, int]:
     """(config, params, step) of a run directory, params only (no optimizer state), on the default device.
 
@@ -116,15 +124,13 @@ def load_run(run_dir: str | Path, step: int | None = None) -> tuple[Any, Any, in
     import jax.numpy as jnp
     from jax.sharding import SingleDeviceSharding
 
-    from neo.config import load
     from neo.model.transformer import GPTNeo
 
     run_dir = os.fspath(run_dir)
     snapshot = storage.join(run_dir, "config.yaml")
     if not storage.isfile(snapshot):
         raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml); pass a directory from `neo train`")
-    with storage.local_file(snapshot) as local:
-        cfg = load(local)
+    cfg = load_snapshot(run_dir)
     ckpts = Checkpoints(run_dir, read_only=True, async_save=False)
     step = ckpts.latest_step() if step is None else step
     if step is None:

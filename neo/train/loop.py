@@ -22,9 +22,9 @@ import jax
 import numpy as np
 
 from neo import storage
-from neo.config import NeoConfig, load, to_yaml
+from neo.config import NeoConfig, to_yaml
 from neo.errors import CheckpointError, ConfigError, TrainingError
-from neo.train.checkpoint import Checkpoints
+from neo.train.checkpoint import Checkpoints, load_snapshot
 from neo.train.metrics import MetricsWriter, flops_per_token
 from neo.train.session import Session, build_session
 
@@ -50,12 +50,6 @@ class TrainResult:
     eval_losses: list[tuple[int, float]] = field(default_factory=list)
     losses: list[tuple[int, float]] = field(default_factory=list)
     stopped_by_signal: bool = False
-
-
-def load_snapshot(run_dir: str, overrides: list[str] | None = None) -> NeoConfig:
-    """The config snapshot `RUN_DIR/config.yaml` (any location), with `key=value` overrides."""
-    with storage.local_file(storage.join(run_dir, "config.yaml")) as local:
-        return load(local, overrides)
 
 
 def prepare_run_dir(cfg: NeoConfig, run_dir: str) -> None:

@@ -161,6 +161,12 @@ def test_run_in_the_bucket_survives_sigkill_and_resumes_bit_identical(
     events = storage.listdir(storage.join(killed, "tensorboard"))
     assert len(events) == 2 and all(storage.basename(e).startswith("events.out.tfevents.") for e in events)
     assert {storage.basename(p) for p in storage.listdir(storage.join(straight, "checkpoints"))} >= {"8", "12"}
+    prompts = f"{gcs_emulator.bucket_url}/prompts.txt"
+    storage.write_atomic(prompts, "the model\n")
+    sampled = _run(gcs_emulator, "sample", killed, "--prompt-file", prompts, "--temperature", "0",
+                   "--max-new-tokens", "4", cwd=cwd)  # fmt: skip
+    assert sampled.returncode == 0, sampled.stderr
+    assert sampled.stdout.startswith("the model") and len(sampled.stdout) > len("the model")
     assert os.listdir(cwd) == []
 
 

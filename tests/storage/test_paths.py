@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
 from neo import storage
-from neo.errors import StorageError
+from neo.errors import DataError, StorageError
 
 
 @pytest.fixture(params=["local", "gcs"])
@@ -85,3 +86,21 @@ def test_missing_object_is_a_storage_error(gcs_emulator: object) -> None:
     url = f"{gcs_emulator.bucket_url}/missing/file.txt"  # type: ignore[attr-defined]
     with pytest.raises(StorageError, match="not found"):
         storage.read_bytes(url)
+
+
+def test_corpus_inputs_in_a_bucket_are_found_and_streamed(gcs_emulator: object) -> None:
+    import zstandard
+
+    from neo.data.corpus import iter_documents, resolve_inputs
+
+    root = f"{gcs_emulator.bucket_url}/corpus-mixed"  # type: ignore[attr-defined]
+    lines = b"".join(json.dumps({"text": f"archived {i}", "meta": {}}).encode() + b"\n" for i in range(3))
+    storage.write_atomic(f"{root}/a/docs.jsonl.zst", zstandard.ZstdCompressor().compress(lines))
+    storage.write_atomic(f"{root}/b/plain.txt", "plain text")
+    storage.write_atomic(f"{root}/b/notes.bin", b"\x00")  # not a corpus file: ignored
+    files = resolve_inputs([root])
+    assert [storage.basename(f) for f in files] == ["docs.jsonl.zst", "plain.txt"]
+    assert list(iter_documents(files)) == ["archived 0", "archived 1", "archived 2", "plain text"]
+    assert resolve_inputs([f"{root}/*/*.txt"]) == [f"{root}/b/plain.txt"]
+    with pytest.raises(DataError, match="does not exist"):
+        resolve_inputs([f"{root}/missing"])

@@ -161,12 +161,24 @@ def test_run_in_the_bucket_survives_sigkill_and_resumes_bit_identical(
     events = storage.listdir(storage.join(killed, "tensorboard"))
     assert len(events) == 2 and all(storage.basename(e).startswith("events.out.tfevents.") for e in events)
     assert {storage.basename(p) for p in storage.listdir(storage.join(straight, "checkpoints"))} >= {"8", "12"}
-    prompts = f"{gcs_emulator.bucket_url}/prompts.txt"
+    prompts, hf = f"{gcs_emulator.bucket_url}/prompts.txt", f"{gcs_emulator.bucket_url}/hf"
     storage.write_atomic(prompts, "the model\n")
-    sampled = _run(gcs_emulator, "sample", killed, "--prompt-file", prompts, "--temperature", "0",
-                   "--max-new-tokens", "4", cwd=cwd)  # fmt: skip
-    assert sampled.returncode == 0, sampled.stderr
-    assert sampled.stdout.startswith("the model") and len(sampled.stdout) > len("the model")
+    users = {  # the run directory's readers, side by side
+        "sample": _neo(gcs_emulator, "sample", killed, "--prompt-file", prompts, "--temperature", "0",
+                       "--max-new-tokens", "4", cwd=cwd),
+        "eval": _neo(gcs_emulator, "eval", killed, "--json", cwd=cwd),
+        "to-hf": _neo(gcs_emulator, "convert", "to-hf", killed, hf, cwd=cwd),
+    }  # fmt: skip
+    done = {name: p.communicate(timeout=300) for name, p in users.items()}
+    for name, p in users.items():
+        assert p.returncode == 0, (name, done[name][1])
+    sampled = done["sample"][0]
+    assert sampled.startswith("the model") and len(sampled) > len("the model")
+    assert json.loads(done["eval"][0])["step"] == 12
+    assert {storage.basename(p) for p in storage.listdir(hf)} == {"config.json", "model.safetensors", "tokenizer.json"}
+    back = _run(gcs_emulator, "convert", "from-hf", hf, f"{gcs_emulator.bucket_url}/runs/from-hf", cwd=cwd)
+    assert back.returncode == 0, back.stderr
+    assert storage.isfile(f"{gcs_emulator.bucket_url}/runs/from-hf/config.yaml")
     assert os.listdir(cwd) == []
 
 

@@ -16,6 +16,7 @@ import builtins
 import contextlib
 import glob as _glob
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -42,8 +43,14 @@ def is_remote(path: PathLike) -> bool:
     return "://" in s and not s.startswith("file://")
 
 
+_MANGLED = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/(?!/)")  # gs:/b/x: a URL that lost a slash (pathlib does that)
+
+
 def _local(path: PathLike) -> str:
     s = os.fspath(path)
+    if _MANGLED.match(s):
+        scheme = s.split(":", 1)[0]
+        raise StorageError(f"{s} looks like a URL that lost a slash; write {scheme}://{s.split(':/', 1)[1]}")
     return s[len("file://") :] if s.startswith("file://") else s
 
 
@@ -88,7 +95,8 @@ def _filesystem(url: str) -> tuple[Any, str]:
 
     protocol = url.split("://", 1)[0]
     try:
-        fs, inner = fsspec.core.url_to_fs(url)
+        # no listing cache: other processes (and orbax's own clients) write the same prefixes
+        fs, inner = fsspec.core.url_to_fs(url, use_listings_cache=False)
     except (ImportError, ValueError) as exc:
         raise StorageError(
             f"{url}: no file system for {protocol}:// ({exc}); use a local path or gs://bucket/..."

@@ -74,6 +74,8 @@ def test_urls_are_never_local_folders(tmp_path: Path, monkeypatch: pytest.Monkey
     assert storage.join(tmp_path, "a") == str(tmp_path / "a")
     with pytest.raises(StorageError, match="names no bucket"):
         storage.exists("gs:///x")
+    with pytest.raises(StorageError, match="lost a slash; write gs://b/x"):
+        storage.write_atomic("gs:/b/x", "x")
     assert not Path("gs:").exists()
 
 

@@ -76,11 +76,6 @@ def parent(path: PathLike) -> str:
     return os.path.dirname(os.path.abspath(_local(path)))
 
 
-def display(path: PathLike) -> str:
-    """How a path is shown to the user."""
-    return os.fspath(path)
-
-
 def _endpoint() -> tuple[str, int]:
     emulator = os.environ.get("STORAGE_EMULATOR_HOST", "")
     if emulator:
@@ -126,8 +121,10 @@ def _check_bucket(fs: Any, url: str, bucket: str) -> None:
                 f"{url}: bucket gs://{bucket} does not exist; create it (gcloud storage buckets create "
                 f"gs://{bucket}) or fix the URL"
             ) from None
-        except PermissionError:
-            pass  # object-level access without bucket metadata access: the object operations decide
+        except OSError as exc:  # gcsfs raises a plain OSError("Forbidden: ...") for 403
+            if "Forbidden" not in str(exc) and not isinstance(exc, PermissionError):
+                raise
+            # object-level access without bucket metadata access: the object operations decide
 
 
 @contextlib.contextmanager

@@ -106,3 +106,10 @@ def test_corpus_inputs_in_a_bucket_are_found_and_streamed(gcs_emulator: object) 
     assert resolve_inputs([f"{root}/*/*.txt"]) == [f"{root}/b/plain.txt"]
     with pytest.raises(DataError, match="does not exist"):
         resolve_inputs([f"{root}/missing"])
+
+
+def test_forbidden_is_an_access_error_naming_the_fix() -> None:
+    # what gcsfs raises for an HTTP 403 (fake-gcs-server has no access control to provoke one)
+    denied = r"gs://b/x: access denied .*gcloud auth application-default login"
+    with pytest.raises(StorageError, match=denied), storage._errors("gs://b/x"):
+        raise OSError("Forbidden: b/x\nCaller does not have storage.objects.get access")

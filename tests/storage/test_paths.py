@@ -113,3 +113,36 @@ def test_forbidden_is_an_access_error_naming_the_fix() -> None:
     denied = r"gs://b/x: access denied .*gcloud auth application-default login"
     with pytest.raises(StorageError, match=denied), storage._errors("gs://b/x"):
         raise OSError("Forbidden: b/x\nCaller does not have storage.objects.get access")
+
+
+def test_encode_into_a_bucket_resumes_after_an_interruption(gcs_emulator: object, tmp_path: Path) -> None:
+    from neo.data.card import dataset_card
+    from neo.data.encode import EncodeProgress, encode_dataset
+    from neo.data.tfrecord import read_records
+    from neo.data.tokenizer import train_tokenizer
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(90):
+        (corpus / f"{i:03d}.txt").write_text(f"document {i} " + "word " * (i % 7 + 1))
+    tok = train_tokenizer([corpus], tmp_path / "tok", 300, min_frequency=1).path
+    kw = dict(mode="chunks", chunk_size=5, files_per=30)
+    ref = encode_dataset([corpus], tmp_path / "ref", tok, **kw)
+    out = f"{gcs_emulator.bucket_url}/encode-resume"  # type: ignore[attr-defined]
+
+    def stop_after_two_shards(p: EncodeProgress) -> None:
+        if p.shards_done >= 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        encode_dataset([corpus], out, tok, progress=stop_after_two_shards, **kw)
+    names = [storage.basename(p) for p in storage.listdir(out)]
+    assert "dataset.yaml" not in names and [n for n in names if n.endswith(".tfrecords")] == [
+        "data_00000.tfrecords",
+        "data_00001.tfrecords",
+    ]
+    card = encode_dataset([corpus], out, tok, **kw)
+    assert card.to_dict() == ref.to_dict()
+    got = [r.tolist() for r in read_records(dataset_card(out).shard_paths(out))]
+    want = [r.tolist() for r in read_records(ref.shard_paths(tmp_path / "ref"))]
+    assert got == want

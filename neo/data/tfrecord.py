@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import struct
+import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
@@ -236,6 +237,7 @@ class _FileFrames:
     def __init__(self, path: str) -> None:
         self.path = path
         self.offset = 0
+        self._bytes: int | None = None  # file size, read once a skip needs it
         self._f: IO[bytes] | None = storage.open(path, "rb")
 
     def _header(self) -> int | None:
@@ -282,9 +284,9 @@ class _FileFrames:
         return True
 
     def _size(self) -> int:
-        if not hasattr(self, "_size_cache"):
-            self._size_cache = storage.size(self.path)
-        return self._size_cache
+        if self._bytes is None:
+            self._bytes = storage.size(self.path)
+        return self._bytes
 
     def close(self) -> None:
         if self._f is not None:
@@ -393,8 +395,6 @@ class ShardWriter:
     `commit()`; for a URL, into a local temporary file uploaded as one object at `commit()`."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        import tempfile
-
         self.path = os.fspath(path)
         if storage.is_remote(self.path):
             fd, self.tmp = tempfile.mkstemp(prefix="neo-shard-", suffix=".tmp")

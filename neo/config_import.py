@@ -160,19 +160,14 @@ def import_file(path: str) -> Imported:
 
 def load(path: str) -> dict[str, Any]:
     """Read a GPT-Neo JSON config (local path or gs://...); one-line ConfigError when it is missing or not JSON."""
-    import fsspec
+    from neo import storage
 
+    if not storage.isfile(path):  # a bad URL raises StorageError (one line) here
+        raise ConfigError(f"no GPT-Neo config file at {path}; pass the path of a configs/*.json file")
     try:
-        with fsspec.open(path, "r", encoding="utf-8") as f:
-            text = f.read()
-    except (FileNotFoundError, IsADirectoryError):
-        raise ConfigError(f"no GPT-Neo config file at {path}; pass the path of a configs/*.json file") from None
+        text = storage.read_text(path)
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not a text file; pass a GPT-Neo configs/*.json file") from None
-    except (OSError, ValueError, ImportError) as exc:  # unknown protocol, missing gcsfs, no access
-        raise ConfigError(
-            f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-        ) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

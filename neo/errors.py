@@ -31,3 +31,7 @@ class CheckpointError(NeoError):
 
 class TrainingError(NeoError):
     """Training stopped for a reason the user must act on (e.g. a non-finite loss)."""
+
+
+class StorageError(NeoError):
+    """A path or URL cannot be used: no such bucket or object, no credentials, or the endpoint is unreachable."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from neo.cli.common import out
@@ -16,8 +14,8 @@ convert_app = typer.Typer(
 
 @convert_app.command("from-hf")
 def from_hf(
-    hf_dir: Path = typer.Argument(..., help="A HF GPT-Neo directory: config.json, model.safetensors."),
-    run_dir: Path = typer.Argument(..., help="The neo run directory to create."),
+    hf_dir: str = typer.Argument(..., help="A HF GPT-Neo directory (or gs://...): config.json, model.safetensors."),
+    run_dir: str = typer.Argument(..., help="The neo run directory to create (local or gs://...)."),
 ) -> None:
     """Make a neo run directory from a Hugging Face GPT-Neo model (sample, eval, fine-tune it).
 
@@ -30,8 +28,8 @@ def from_hf(
 
 @convert_app.command("to-hf")
 def to_hf(
-    run_dir: Path = typer.Argument(..., help="A neo run directory."),
-    hf_dir: Path = typer.Argument(..., help="The HF directory to create."),
+    run_dir: str = typer.Argument(..., help="A neo run directory (local or gs://...)."),
+    hf_dir: str = typer.Argument(..., help="The HF directory to create (local or gs://...)."),
 ) -> None:
     """Export a run's latest parameters as a Hugging Face GPT-Neo model (transformers loads it).
 
@@ -47,8 +45,8 @@ def from_mtf(
     ckpt_prefix: str = typer.Argument(
         ..., help="A GPT-Neo (mesh-tensorflow) checkpoint prefix, e.g. model.ckpt-362000"
     ),
-    config_json: Path = typer.Argument(..., help="The GPT-Neo JSON config it was trained with."),
-    run_dir: Path = typer.Argument(..., help="The neo run directory to create."),
+    config_json: str = typer.Argument(..., help="The GPT-Neo JSON config it was trained with."),
+    run_dir: str = typer.Argument(..., help="The neo run directory to create (local or gs://...)."),
 ) -> None:
     """Bring a model trained with the original GPT-Neo into neo (Adam slots are ignored).
 

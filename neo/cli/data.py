@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,7 +20,7 @@ sub = typer.Typer(no_args_is_help=True, help="Encode text into TFRecords and ins
 @sub.command("encode")
 def encode(
     inputs: Annotated[list[str], typer.Argument(help="Files, directories (searched recursively) or globs.")],
-    out: Annotated[Path, typer.Option("--out", help="Dataset directory to write.")],
+    out: Annotated[str, typer.Option("--out", help="Dataset directory to write (local or gs://bucket/...).")],
     tokenizer: Annotated[str, typer.Option("--tokenizer", help="tokenizer.json, a directory holding one, or gpt2.")],
     mode: Annotated[str, typer.Option("--mode", help="documents: one record per document; chunks: fixed slices.")] = (
         "documents"
@@ -94,7 +93,7 @@ def encode(
 
 @sub.command("peek")
 def peek(
-    directory: Annotated[Path, typer.Argument(help="A dataset directory written by `neo data encode`.")],
+    directory: Annotated[str, typer.Argument(help="A dataset directory written by `neo data encode` (or gs://...).")],
     tokenizer: Annotated[
         str | None, typer.Option("--tokenizer", help="Decode with this tokenizer (default: the dataset's).")
     ] = None,

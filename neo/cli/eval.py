@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import typer
 
@@ -11,11 +10,11 @@ from neo.cli.common import out
 
 
 def eval_command(
-    run_dir: Path = typer.Argument(..., help="A run directory written by neo train."),
+    run_dir: str = typer.Argument(..., help="A run directory written by neo train (local or gs://...)."),
     overrides: list[str] = typer.Argument(None, help="Overrides, e.g. data.eval_dir=DIR train.eval_steps=50"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     task: str = typer.Option(None, "--task", help="A task instead of the eval data: lambada."),
-    path: Path = typer.Option(None, "--path", help="The task's local data file (lambada: .jsonl with 'text')."),
+    path: str = typer.Option(None, "--path", help="The task's data file (lambada: .jsonl with 'text'; or gs://...)."),
 ) -> None:
     """Eval loss, perplexity and bits per byte of the latest checkpoint, or a task's score.
 

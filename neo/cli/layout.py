@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 from rich.table import Table
 
@@ -39,7 +37,7 @@ def search_command(
     budget: float = typer.Option(
         50.0, "--budget", min=0.0, help="Seconds of compiling; the next candidate starts only if it should fit."
     ),
-    write: Path = typer.Option(None, "--write", help="Save the best layout as a mesh config YAML."),
+    write: str = typer.Option(None, "--write", help="Save the best layout as a mesh config YAML (a file or gs://...)."),
 ) -> None:
     """Rank layouts by per-device memory (from the compiler) and estimated step time.
 
@@ -106,7 +104,9 @@ def search_command(
         import yaml
 
         mesh = dataclasses.replace(cfg.mesh, shape=best.candidate.shape, layout=best.candidate.layout)
-        write.write_text(yaml.safe_dump(dataclasses.asdict(mesh), sort_keys=False))
+        from neo import storage
+
+        storage.write_atomic(write, yaml.safe_dump(dataclasses.asdict(mesh), sort_keys=False))
         err.print(
             f"wrote {write}; train with it: neo train mesh={cfg.mesh.name} "
             f"mesh.shape={best.candidate.shape} mesh.layout={best.candidate.layout} ..."

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import typer
 
@@ -12,9 +11,11 @@ from neo.errors import DataError
 
 
 def sample_command(
-    source: Path = typer.Argument(..., help="A run directory (from neo train / neo convert) or a HF GPT-Neo dir."),
+    source: str = typer.Argument(
+        ..., help="A run directory (neo train / neo convert) or a HF GPT-Neo dir; or gs://..."
+    ),
     prompt: str = typer.Option(None, "--prompt", help="Prompt text."),
-    prompt_file: Path = typer.Option(None, "--prompt-file", help="Read prompts from a file, one per line."),
+    prompt_file: str = typer.Option(None, "--prompt-file", help="Prompts, one per line (a file or gs://...)."),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1),
     temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="0 = greedy."),
     top_k: int = typer.Option(0, "--top-k", min=0, help="Keep the k most likely tokens (0 = all)."),
@@ -49,9 +50,11 @@ def sample_command(
     if (prompt is None) == (prompt_file is None):
         raise DataError("pass exactly one of --prompt TEXT or --prompt-file FILE")
     if prompt_file is not None:
-        if not prompt_file.is_file():
+        from neo import storage
+
+        if not storage.isfile(prompt_file):
             raise DataError(f"--prompt-file {prompt_file} does not exist; pass a text file with one prompt per line")
-        prompts = [line for line in prompt_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        prompts = [line for line in storage.read_text(prompt_file).splitlines() if line.strip()]
     else:
         prompts = [prompt]
     prompts = [p for p in prompts for _ in range(num_samples)]

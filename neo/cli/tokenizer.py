@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -18,7 +17,7 @@ sub = typer.Typer(no_args_is_help=True, help="Train a byte-level BPE tokenizer."
 @sub.command("train")
 def train(
     inputs: Annotated[list[str], typer.Argument(help="Files, directories (searched recursively) or globs.")],
-    out: Annotated[Path, typer.Option("--out", help="Directory to write tokenizer.json into.")],
+    out: Annotated[str, typer.Option("--out", help="Directory to write tokenizer.json into (local or gs://...).")],
     vocab_size: Annotated[int, typer.Option("--vocab-size", help="Vocabulary size, special tokens included.")],
     min_frequency: Annotated[int, typer.Option("--min-frequency", help="Minimum pair count to merge.")] = 2,
     nfkc: Annotated[bool, typer.Option("--nfkc", help="Apply NFKC Unicode normalisation.")] = False,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -17,8 +16,10 @@ if TYPE_CHECKING:
 
 def train_command(
     overrides: list[str] = typer.Argument(None, help="Hydra overrides: model=, mesh=, data.dir=, train.steps=, ..."),
-    run_dir: Path = typer.Option(
-        None, "--run-dir", help="Run directory (default: train.run_dir). Resumes if it exists."
+    run_dir: str = typer.Option(
+        None,
+        "--run-dir",
+        help="Run directory, local or gs://bucket/... (default: train.run_dir). Resumes if it exists.",
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Compile the train step only; report per-device memory."),
     coordinator: str = typer.Option(None, "--coordinator", help="Multi-host: host:port of process 0."),
@@ -52,15 +53,15 @@ def train_command(
     if jax.process_index() != 0:  # one progress line per job, from process 0
         from neo.train.loop import train
 
-        train(cfg, Path(cfg.train.run_dir))
+        train(cfg, cfg.train.run_dir)
         return
-    result = run_with_progress(cfg, Path(cfg.train.run_dir))
+    result = run_with_progress(cfg, cfg.train.run_dir)
     if result.stopped_by_signal:
         err.print(f"[yellow]stopped at step {result.final_step} by a signal; checkpoint saved — rerun to resume[/]")
     out.print(f"run {result.run_dir}: steps {result.start_step} → {result.final_step}")
 
 
-def run_with_progress(cfg: NeoConfig, run_dir: Path) -> TrainResult:
+def run_with_progress(cfg: NeoConfig, run_dir: str) -> TrainResult:
     """Run `neo.train.loop.train` with a live rich progress line (step, loss, tokens/s, MFU, ETA)."""
     from neo.train.loop import Hooks, train
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
+from neo import storage
 from neo.errors import DataError
 
 CARD_FILE = "dataset.yaml"
@@ -57,32 +56,28 @@ class DatasetCard:
     shards: list[ShardInfo] = field(default_factory=list)
     format: str = FORMAT
 
-    def shard_paths(self, directory: str | Path) -> list[str]:
-        return [str(Path(directory) / s.file) for s in self.shards]
+    def shard_paths(self, directory: str | os.PathLike[str]) -> list[str]:
+        return [storage.join(directory, s.file) for s in self.shards]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def write_card(directory: str | Path, card: DatasetCard) -> Path:
-    """Write the card atomically (temp file then rename)."""
-    directory = Path(directory)
-    target = directory / CARD_FILE
-    fd, tmp = tempfile.mkstemp(prefix=".dataset.", suffix=".tmp", dir=directory)
-    with os.fdopen(fd, "w") as fh:
-        yaml.safe_dump(card.to_dict(), fh, sort_keys=False)
-    os.replace(tmp, target)
+def write_card(directory: str | os.PathLike[str], card: DatasetCard) -> str:
+    """Write the card atomically (complete or not at all, locally or in an object store)."""
+    target = storage.join(directory, CARD_FILE)
+    storage.write_atomic(target, yaml.safe_dump(card.to_dict(), sort_keys=False))
     return target
 
 
-def dataset_card(directory: str | Path) -> DatasetCard:
-    """Read `directory/dataset.yaml`; a missing or foreign card is a DataError that says what to run."""
-    directory = Path(directory)
-    path = directory / CARD_FILE
-    if not path.is_file():
+def dataset_card(directory: str | os.PathLike[str]) -> DatasetCard:
+    """Read `directory/dataset.yaml` (any location); a missing or foreign card is a DataError that says what to run."""
+    directory = os.fspath(directory)
+    path = storage.join(directory, CARD_FILE)
+    if not storage.isfile(path):
         raise DataError(f"{directory} has no {CARD_FILE}; write a dataset there with `neo data encode ... --out DIR`")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(storage.read_text(path))
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise TypeError("unknown format")
         raw["shards"] = [ShardInfo(**s) for s in raw.get("shards", [])]
@@ -91,7 +86,8 @@ def dataset_card(directory: str | Path) -> DatasetCard:
         raise DataError(
             f"{path} is not a neo dataset card ({exc}); re-run `neo data encode` into that directory"
         ) from None
-    missing = [s.file for s in card.shards if not (directory / s.file).is_file()]
+    present = {storage.basename(p) for p in storage.listdir(directory)}
+    missing = [s.file for s in card.shards if s.file not in present]
     if missing:
         raise DataError(f"{directory} is missing shard {missing[0]}; re-run the same `neo data encode` to finish it")
     return card

@@ -24,6 +24,7 @@ from typing import IO
 
 import zstandard
 
+from neo import storage
 from neo.errors import DataError
 
 # Suffixes we can read, longest first so `.jsonl.zst` wins over `.zst`.
@@ -78,18 +79,41 @@ def suffix_of(path: str | Path) -> str | None:
     return next((s for s in SUFFIXES if name.endswith(s)), None)
 
 
-def resolve_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    """Expand files, directories and globs into a sorted, de-duplicated list of readable corpus files.
+def _resolve_remote(url: str) -> list[str]:
+    """Files of one object-store input (a file, a prefix searched recursively, or a glob)."""
+    if glob.has_magic(url):
+        found = []
+        for m in storage.glob(url):
+            found.extend(f for f in storage.find(m) if suffix_of(f))
+        if not found:
+            raise DataError(f"the glob {url!r} matches no readable corpus file; check the pattern")
+        return found
+    if storage.isfile(url):
+        return [url]
+    if storage.isdir(url):
+        return [f for f in storage.find(url) if suffix_of(f)]
+    raise DataError(f"input {url!r} does not exist; pass an existing file, directory or glob")
+
+
+def resolve_inputs(inputs: Sequence[str | Path]) -> list[Path | str]:
+    """Expand files, directories and globs (local or gs://...) into a sorted, de-duplicated list of readable corpus
+    files: local ones as Paths, object-store ones as URLs.
 
     Order is deterministic (sorted per input, inputs in the given order) because the encoded dataset's record order
     follows it.
     """
     if not inputs:
         raise DataError("no input given; pass one or more files, directories or globs")
-    out: list[Path] = []
-    seen: set[Path] = set()
+    out: list[Path | str] = []
+    seen: set[Path | str] = set()
     for raw in inputs:
         text = str(raw)
+        if storage.is_remote(text):
+            for url in _resolve_remote(text):
+                if url not in seen:
+                    seen.add(url)
+                    out.append(url)
+            continue
         path = Path(text)
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and suffix_of(p))
@@ -261,16 +285,16 @@ _DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def read_file(path: str | Path) -> Iterator[str]:
-    """Stream the documents of one file; raises CorpusReadError when the file is unreadable or not text.
+    """Stream the documents of one file (local or gs://..., read through fsspec); raises CorpusReadError when the
+    file is unreadable or not text.
 
     A file that fails part-way has already yielded its good documents; the caller records the failure.
     """
-    path = Path(path)
     suffix = suffix_of(path)
     if suffix is None:
         raise CorpusReadError(f"{path}: unsupported file type")
     try:
-        with open(path, "rb") as fh:
+        with storage.open(path, "rb") as fh:
             yield from _stream_by_suffix(suffix, fh, str(path))
     except CorpusReadError:
         raise

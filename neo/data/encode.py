@@ -13,9 +13,10 @@ Modes:
   `chunk_size + 1` tokens; tails carry across documents, files and shards. Only the final remainder is special: it is
   written as a shorter last record if it holds at least `minimum_size` tokens, and counted as dropped otherwise.
 
-Resuming: a shard is written under a temporary name with its state (counts, and in chunks mode the carried tail)
-saved beside it before the rename; a re-run with the same settings re-reads the input but skips the tokenization
-and writing of finished shards.
+Resuming: a shard is written under a temporary name (in an object store: a local temporary file, uploaded as one
+object) with its state (counts, and in chunks mode the carried tail) saved beside it before the shard appears; a
+re-run with the same settings re-reads the input but skips the tokenization and writing of finished shards. The
+same holds for `--out gs://...`.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ import json
 import multiprocessing as mp
 import os
 import queue
-import shutil
-import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
+from neo import storage
 from neo.data.card import CARD_FILE, DatasetCard, ShardInfo, write_card
 from neo.data.corpus import CorpusStats, iter_documents, resolve_inputs
 from neo.data.tfrecord import ShardWriter
@@ -148,57 +148,60 @@ def _prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 # ---------------------------------------------------------------- output directory and resume state
 
 
-def _settings(files: list[Path], tok_fingerprint: str, **options: Any) -> dict[str, Any]:
-    inputs = []
+def _settings(files: list[Path | str], tok_fingerprint: str, **options: Any) -> dict[str, Any]:
+    inputs: list[list[Any]] = []
     for p in files:
+        if isinstance(p, str):  # an object-store URL
+            inputs.append([p, storage.size(p)])
+            continue
         st = p.stat()
         inputs.append([str(p.resolve()), st.st_size, int(st.st_mtime)])
     digest = hashlib.sha256(json.dumps(inputs).encode()).hexdigest()[:16]
     return {"inputs": digest, "tokenizer": tok_fingerprint, **options}
 
 
-def _atomic_json(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh)
-    os.replace(tmp, path)
+def _atomic_json(path: str, obj: Any) -> None:
+    storage.write_atomic(path, json.dumps(obj))
 
 
-def _prepare_out(out: Path, settings: dict[str, Any], name: str, force: bool) -> Path:
-    """Create or reuse `out`; refuse a non-empty directory holding anything but this same encode."""
-    state_dir = out / STATE_DIR
-    if out.exists() and not out.is_dir():
+def _prepare_out(out: str, settings: dict[str, Any], name: str, force: bool) -> str:
+    """Create or reuse `out` (local or gs://...); refuse a non-empty directory holding anything but this same
+    encode."""
+    state_dir = storage.join(out, STATE_DIR)
+    if storage.isfile(out):
         raise DataError(f"{out} exists and is not a directory; pass a directory path to --out")
-    if out.is_dir() and any(out.iterdir()):
-        settings_file = state_dir / "settings.json"
-        same = settings_file.is_file() and json.loads(settings_file.read_text()) == settings
+    entries = storage.listdir(out) if storage.isdir(out) else []
+    if entries:
+        settings_file = storage.join(state_dir, "settings.json")
+        same = storage.isfile(settings_file) and json.loads(storage.read_text(settings_file)) == settings
         if not same and not force:
             raise DataError(
                 f"{out} is not empty and holds no unfinished encode with these inputs and settings; "
                 "pass a new --out directory or --force to replace its dataset"
             )
         if not same:  # --force: remove what an encode writes, nothing else
-            shutil.rmtree(state_dir, ignore_errors=True)
-            for p in out.iterdir():
-                if p.suffix == ".tfrecords" or p.name in (CARD_FILE, TOKENIZER_FILE) or p.name.endswith(".tmp"):
-                    p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    for p in out.glob(".*.tmp"):  # half-written shards of an interrupted run
-        p.unlink()
-    state_dir.mkdir(exist_ok=True)
-    _atomic_json(state_dir / "settings.json", settings)
+            storage.remove(state_dir, recursive=True)
+            for p in entries:
+                base = storage.basename(p)
+                if base.endswith((".tfrecords", ".tmp")) or base in (CARD_FILE, TOKENIZER_FILE):
+                    storage.remove(p)
+    storage.makedirs(out)
+    for p in storage.glob(storage.join(out, ".*.tmp")):  # half-written shards of an interrupted run (local)
+        storage.remove(p)
+    storage.makedirs(state_dir)
+    _atomic_json(storage.join(state_dir, "settings.json"), settings)
     return state_dir
 
 
-def _finished_shards(out: Path, state_dir: Path, name: str) -> list[_ShardState]:
+def _finished_shards(out: str, state_dir: str, name: str) -> list[_ShardState]:
     """The finished prefix of shards: each has its final file and its saved state."""
     done: list[_ShardState] = []
     while True:
         fname = shard_name(name, len(done))
-        state_file = state_dir / f"{fname}.json"
-        if not (out / fname).is_file() or not state_file.is_file():
+        state_file = storage.join(state_dir, f"{fname}.json")
+        if not storage.isfile(storage.join(out, fname)) or not storage.isfile(state_file):
             return done
-        done.append(_ShardState(**json.loads(state_file.read_text())))
+        done.append(_ShardState(**json.loads(storage.read_text(state_file))))
 
 
 # ---------------------------------------------------------------- the writer
@@ -209,8 +212,8 @@ class _Writer:
 
     def __init__(
         self,
-        out: Path,
-        state_dir: Path,
+        out: str,
+        state_dir: str,
         name: str,
         mode: str,
         chunk_size: int,
@@ -242,7 +245,7 @@ class _Writer:
         self.index = index
         fname = shard_name(self.name, index)
         self.shard = _ShardState(file=fname)
-        self.writer = ShardWriter(self.out / fname)
+        self.writer = ShardWriter(storage.join(self.out, fname))
 
     def add(self, docs: list[np.ndarray], text_bytes: int) -> None:
         assert self.shard is not None
@@ -281,7 +284,9 @@ class _Writer:
                 rest = rest[:0]
             s.carry = rest.tolist()
         s.final = final
-        _atomic_json(self.state_dir / f"{s.file}.json", asdict(s))  # state first: the rename marks completion
+        _atomic_json(
+            storage.join(self.state_dir, f"{s.file}.json"), asdict(s)
+        )  # state first: the shard marks completion
         self.writer.commit()
         self.written.append(s)
         self.writer = None
@@ -334,7 +339,7 @@ def encode_dataset(
     if bad:
         raise DataError(f"--separator id {bad[0]} is outside the tokenizer's vocabulary [0, {vocab})")
     files = resolve_inputs(inputs)
-    out = Path(out_dir)
+    out = os.fspath(out_dir)
     options = dict(
         mode=mode, name=name, chunk_size=chunk_size, separator=sep, minimum_size=minimum_size, files_per=files_per
     )

@@ -6,13 +6,14 @@ a record count or token count that disagrees with the card (a truncated or forei
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from neo import storage
 from neo.data.card import dataset_card
 from neo.data.tfrecord import read_records
 from neo.data.tokenizer import load_tokenizer
@@ -59,9 +60,9 @@ def _histogram(lengths: np.ndarray, bins: int = 10) -> list[tuple[int, int, int]
 
 
 def peek_dataset(
-    directory: str | Path,
+    directory: str | os.PathLike[str],
     *,
-    tokenizer: str | Path | None = None,
+    tokenizer: str | os.PathLike[str] | None = None,
     n_vocab: int | None = None,
     samples: int = 3,
     sample_tokens: int = 256,
@@ -72,12 +73,12 @@ def peek_dataset(
     `n_vocab` defaults to the card's vocabulary size; `tokenizer` (for decoding) defaults to the dataset's own copy.
     `progress(records_read, records_total)` is called as records stream.
     """
-    directory = Path(directory)
+    directory = os.fspath(directory)
     card = dataset_card(directory)
     n_vocab = card.vocab_size if n_vocab is None else n_vocab
     if n_vocab < 1:
         raise DataError(f"--n-vocab must be positive, got {n_vocab}")
-    tok = load_tokenizer(tokenizer if tokenizer is not None else directory / card.tokenizer)
+    tok = load_tokenizer(tokenizer if tokenizer is not None else storage.join(directory, card.tokenizer))
     lengths: list[int] = []
     min_id, max_id, total = np.iinfo(np.int64).max, -1, 0
     texts: list[str] = []

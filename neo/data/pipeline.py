@@ -1,8 +1,9 @@
 """The training input pipeline: token batches as a pure function of (seed, step).
 
-tf.data reads and parses the TFRecords; numpy does the rest (sampling, mixing, masking), because every choice here
-must be reproducible from the step number alone: restarting at step k yields exactly the batches an uninterrupted run
-yields from step k on, without storing any iterator state in the checkpoint.
+`neo.data.tfrecord` reads and decodes the TFRecords (locally or from a bucket); numpy does the rest (sampling,
+mixing, masking), because every choice here must be reproducible from the step number alone: restarting at step k
+yields exactly the batches an uninterrupted run yields from step k on, without storing any iterator state in the
+checkpoint.
 
 How that works:
 - Each dataset is an endless sequence of samples, epoch after epoch. Epoch lengths come from the dataset card, so a
@@ -28,7 +29,7 @@ import numpy as np
 
 from neo.data.card import DatasetCard, dataset_card
 from neo.data.config import DataConfig, DatasetConfig
-from neo.data.tfrecord import FEATURE, tensorflow
+from neo.data.tfrecord import read_records
 from neo.errors import ConfigError, DataError
 
 __all__ = [
@@ -47,18 +48,9 @@ _MIX_BLOCK = 1024  # steps whose dataset choices come from one RNG draw
 _MIX_SALT, _MLM_SALT, _ORDER_SALT, _WINDOW_SALT = 0x5EED, 0x4D4C4D, 0x0D0C, 0x71D0
 
 
-def _records(files: list[str], skip: int, host_index: int, host_count: int) -> Iterator[np.ndarray]:
-    """Token records of `files` in order, after skipping `skip` of this host's records (without parsing them)."""
-    tf = tensorflow()
-    ds = tf.data.TFRecordDataset(files)
-    if host_count > 1:
-        ds = ds.shard(host_count, host_index)
-    if skip:
-        ds = ds.skip(skip)
-    spec = {FEATURE: tf.io.RaggedFeature(tf.int64)}
-    ds = ds.map(lambda x: tf.io.parse_single_example(x, spec)[FEATURE], num_parallel_calls=4, deterministic=True)
-    for rec in ds.prefetch(64).as_numpy_iterator():
-        yield rec.astype(np.int32)
+def _records(files: list[str], skip: int) -> Iterator[np.ndarray]:
+    """Token records of `files` in order, after skipping `skip` records (without decoding them)."""
+    return read_records(files, skip)
 
 
 @dataclass
@@ -78,11 +70,11 @@ class _Source:
     def _read(self, files: list[str], skip: int) -> Iterator[np.ndarray]:
         """The records of `files` after `skip`; small datasets are read once and kept (bounded memory)."""
         if self.card.tokens > _CACHE_TOKENS:
-            yield from _records(files, skip, 0, 1)
+            yield from _records(files, skip)
             return
         for f in files:
             if f not in self.cache:
-                self.cache[f] = list(_records([f], 0, 0, 1))
+                self.cache[f] = list(_records([f], 0))
         yield from itertools.islice(itertools.chain.from_iterable(self.cache[f] for f in files), skip, None)
 
     def samples_per_epoch(self) -> int:

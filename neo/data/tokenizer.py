@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from neo import storage
 from neo.data.corpus import CorpusStats, iter_documents, resolve_inputs
 from neo.errors import DataError
 
@@ -37,10 +37,10 @@ class TokenizerSummary:
     skipped: list[tuple[str, str]]
 
 
-def _ensure_empty_dir(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
+def _ensure_empty_dir(out: str, force: bool) -> None:
+    if storage.isfile(out):
         raise DataError(f"{out} exists and is not a directory; pass a directory path to --out")
-    if out.is_dir() and any(out.iterdir()) and not force:
+    if storage.isdir(out) and storage.listdir(out) and not force:
         raise DataError(f"{out} is not empty; pick a new --out directory or pass --force to overwrite its tokenizer")
 
 
@@ -74,7 +74,7 @@ def train_tokenizer(
         raise DataError(f"--vocab-size must be at least 258 (256 bytes + 2 special tokens), got {vocab_size}")
     if min_frequency < 1:
         raise DataError(f"--min-frequency must be at least 1, got {min_frequency}")
-    out = Path(out_dir)
+    out = os.fspath(out_dir)
     _ensure_empty_dir(out, force)
     files = resolve_inputs(inputs)
     stats = CorpusStats()
@@ -100,14 +100,9 @@ def train_tokenizer(
     tok.train_from_iterator(docs(), trainer=trainer)
     if stats.documents == 0:
         raise DataError(f"no readable documents in the inputs ({len(stats.skipped)} files skipped); check the files")
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / TOKENIZER_FILE
-    fd, tmp = tempfile.mkstemp(prefix=".tokenizer.", suffix=".tmp", dir=out)
-    os.close(fd)
-    tok.save(tmp)
-    os.replace(tmp, target)
+    target = copy_tokenizer(tok, out)
     return TokenizerSummary(
-        path=str(target),
+        path=target,
         vocab_size=tok.get_vocab_size(),
         eos_id=tok.token_to_id(EOS_TOKEN),
         pad_id=tok.token_to_id(PAD_TOKEN),
@@ -145,16 +140,17 @@ def _from_hub(name: str) -> Tokenizer:
 _HUB_REPOS = {"gpt2": "openai-community/gpt2"}
 
 
-def load_tokenizer(spec: str | Path) -> Tokenizer:
-    """Load a tokenizer from a tokenizer.json file, a directory holding one, or a hub name such as "gpt2"."""
-    path = Path(spec)
-    if path.is_dir():
-        path = path / TOKENIZER_FILE
-        if not path.is_file():
+def load_tokenizer(spec: str | os.PathLike[str]) -> Tokenizer:
+    """Load a tokenizer from a tokenizer.json file, a directory holding one (local or gs://...), or a hub name such
+    as "gpt2"."""
+    path = os.fspath(spec)
+    if storage.isdir(path):
+        path = storage.join(path, TOKENIZER_FILE)
+        if not storage.isfile(path):
             raise DataError(f"{spec} holds no {TOKENIZER_FILE}; train one with `neo tokenizer train` or pass its path")
-    if path.is_file():
+    if storage.isfile(path):
         try:
-            return Tokenizer.from_file(str(path))
+            return Tokenizer.from_str(storage.read_text(path))
         except Exception as exc:
             raise DataError(
                 f"{path} is not a valid tokenizer.json ({exc}); pass a file written by tokenizers"
@@ -188,13 +184,10 @@ def fingerprint(tok: Tokenizer) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def copy_tokenizer(tok: Tokenizer, out_dir: Path) -> Path:
-    """Write `tok` into `out_dir/tokenizer.json` atomically, so a dataset carries its own tokenizer."""
-    target = out_dir / TOKENIZER_FILE
-    fd, tmp = tempfile.mkstemp(prefix=".tokenizer.", suffix=".tmp", dir=out_dir)
-    os.close(fd)
-    tok.save(tmp)
-    os.replace(tmp, target)
+def copy_tokenizer(tok: Tokenizer, out_dir: str | os.PathLike[str]) -> str:
+    """Write `tok` into `out_dir/tokenizer.json` atomically (any location), so a dataset carries its own tokenizer."""
+    target = storage.join(out_dir, TOKENIZER_FILE)
+    storage.write_atomic(target, tok.to_str(pretty=True))
     return target
 
 

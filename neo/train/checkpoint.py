@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from neo import storage
 from neo.errors import CheckpointError
 
 ITEMS = ("params", "opt_state", "meta")
@@ -27,8 +28,9 @@ ITEMS = ("params", "opt_state", "meta")
 KILL_BEFORE_COMMIT_ENV = "NEO_TEST_KILL_BEFORE_COMMIT"
 
 
-def checkpoint_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir).absolute() / "checkpoints"
+def checkpoint_dir(run_dir: str | Path) -> str:
+    """`RUN_DIR/checkpoints`: absolute when local (orbax wants that), the URL as is in an object store."""
+    return storage.join(run_dir if storage.is_remote(run_dir) else os.path.abspath(run_dir), "checkpoints")
 
 
 class Checkpoints:
@@ -105,6 +107,14 @@ class Checkpoints:
         self.manager.close()
 
 
+def load_snapshot(run_dir: str | os.PathLike[str], overrides: list[str] | None = None) -> Any:
+    """The config snapshot `RUN_DIR/config.yaml` (any location) as a NeoConfig, with `key=value` overrides."""
+    from neo.config import load
+
+    with storage.local_file(storage.join(run_dir, "config.yaml")) as local:
+        return load(local, overrides)
+
+
 def load_run(run_dir: str | Path, step: int | None = None) -> tuple[Any, Any, int]:
     """(config, params, step) of a run directory, params only (no optimizer state), on the default device.
 
@@ -114,13 +124,13 @@ def load_run(run_dir: str | Path, step: int | None = None) -> tuple[Any, Any, in
     import jax.numpy as jnp
     from jax.sharding import SingleDeviceSharding
 
-    from neo.config import load
     from neo.model.transformer import GPTNeo
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
+    run_dir = os.fspath(run_dir)
+    snapshot = storage.join(run_dir, "config.yaml")
+    if not storage.isfile(snapshot):
         raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml); pass a directory from `neo train`")
-    cfg = load(run_dir / "config.yaml")
+    cfg = load_snapshot(run_dir)
     ckpts = Checkpoints(run_dir, read_only=True, async_save=False)
     step = ckpts.latest_step() if step is None else step
     if step is None:

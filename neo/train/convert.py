@@ -8,103 +8,116 @@ so `neo sample`, `neo eval`, `neo convert to-hf` and `neo train` (fine-tuning) a
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
+import os
 from typing import Any
 
 import jax
 import numpy as np
 
+from neo import storage
 from neo.errors import CheckpointError, DataError
 from neo.model.config import ModelConfig
 
 WEIGHTS = "model.safetensors"
 
 
-def load_hf_dir(hf_dir: str | Path) -> tuple[ModelConfig, Any]:
-    """A HF GPT-Neo directory (config.json + model.safetensors) as a neo model config and params."""
+def load_hf_dir(hf_dir: str | os.PathLike[str]) -> tuple[ModelConfig, Any]:
+    """A HF GPT-Neo directory (config.json + model.safetensors, local or gs://...) as a neo model config and params."""
     from safetensors.numpy import load_file
 
     from neo.model.hf import from_hf
 
-    hf_dir = Path(hf_dir)
-    config_path, weights = hf_dir / "config.json", hf_dir / WEIGHTS
-    if not config_path.is_file():
+    hf_dir = os.fspath(hf_dir)
+    config_path, weights = storage.join(hf_dir, "config.json"), storage.join(hf_dir, WEIGHTS)
+    if not storage.isfile(config_path):
         raise DataError(f"{hf_dir} has no config.json; pass a Hugging Face GPT-Neo model directory")
-    if not weights.is_file():
-        found = ", ".join(sorted(p.name for p in hf_dir.iterdir())) or "nothing"
+    if not storage.isfile(weights):
+        found = ", ".join(storage.basename(p) for p in storage.listdir(hf_dir)) or "nothing"
         raise DataError(
             f"{hf_dir} has no {WEIGHTS} (found: {found}); neo loads safetensors only — re-save the model with "
             "save_pretrained(..., safe_serialization=True)"
         )
-    hf_config = json.loads(config_path.read_text())
+    hf_config = json.loads(storage.read_text(config_path))
     if hf_config.get("model_type") not in (None, "gpt_neo"):
         raise DataError(f"{hf_dir} holds a '{hf_config.get('model_type')}' model; neo converts GPT-Neo models only")
-    return from_hf(hf_config, load_file(str(weights)))
+    with storage.local_file(weights) as local:
+        return from_hf(hf_config, load_file(local))
 
 
-def _check_new(run_dir: Path) -> None:
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise CheckpointError(f"{run_dir} is not empty; pass a new run directory")
+def _check_new(directory: str) -> None:
+    if storage.isdir(directory) and storage.listdir(directory):
+        raise CheckpointError(f"{directory} is not empty; pass a new run directory")
 
 
-def write_run(run_dir: Path, model_cfg: ModelConfig, params: Any, source: Path, tokenizer: Path | None) -> Path:
+def _absolute(path: str | os.PathLike[str]) -> str:
+    return os.fspath(path) if storage.is_remote(path) else os.path.abspath(path)
+
+
+def write_run(
+    run_dir: str, model_cfg: ModelConfig, params: Any, source: str | os.PathLike[str], tokenizer: str | None
+) -> str:
     """A run directory holding a model and no training state yet: config.yaml, a params-only step-0 checkpoint."""
     from neo.config import NeoConfig, to_yaml
     from neo.train.checkpoint import Checkpoints
 
     cfg = NeoConfig(model=model_cfg)
     cfg.validate()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    storage.makedirs(run_dir)
+    storage.write_atomic(storage.join(run_dir, "config.yaml"), to_yaml(cfg))
     ckpts = Checkpoints(run_dir, async_save=False)
-    ckpts.save(0, None, {"source": str(source.absolute())}, params=jax.tree.map(np.asarray, params))
+    ckpts.save(0, None, {"source": _absolute(source)}, params=jax.tree.map(np.asarray, params))
     ckpts.close()
-    if tokenizer is not None and tokenizer.is_file():
-        shutil.copyfile(tokenizer, run_dir / "tokenizer.json")
+    if tokenizer is not None and storage.isfile(tokenizer):
+        storage.copy(tokenizer, storage.join(run_dir, "tokenizer.json"))
     return run_dir
 
 
-def from_hf_dir(hf_dir: str | Path, run_dir: str | Path) -> Path:
+def from_hf_dir(hf_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str]) -> str:
     """Write a neo run directory from a HF GPT-Neo directory."""
-    _check_new(Path(run_dir))
+    run_dir = os.fspath(run_dir)
+    _check_new(run_dir)
     model_cfg, params = load_hf_dir(hf_dir)
-    return write_run(Path(run_dir), model_cfg, params, Path(hf_dir), Path(hf_dir) / "tokenizer.json")
+    return write_run(run_dir, model_cfg, params, hf_dir, storage.join(hf_dir, "tokenizer.json"))
 
 
-def from_mtf_dir(ckpt_prefix: str, config_json: str | Path, run_dir: str | Path) -> Path:
-    """Write a neo run directory from a GPT-Neo mesh-tensorflow checkpoint and its JSON config."""
+def from_mtf_dir(ckpt_prefix: str, config_json: str | os.PathLike[str], run_dir: str | os.PathLike[str]) -> str:
+    """Write a neo run directory from a GPT-Neo mesh-tensorflow checkpoint and its JSON config.
+
+    The checkpoint itself is read by TensorFlow (its own gs:// support reaches Cloud Storage, not an emulator)."""
     from neo.model.mtf import from_mtf
 
-    _check_new(Path(run_dir))
-    config_json = Path(config_json)
-    if not config_json.is_file():
+    run_dir = os.fspath(run_dir)
+    _check_new(run_dir)
+    config_json = os.fspath(config_json)
+    if not storage.isfile(config_json):
         raise DataError(f"{config_json} does not exist; pass the GPT-Neo JSON config the checkpoint was trained with")
     try:
-        original = json.loads(config_json.read_text())
+        original = json.loads(storage.read_text(config_json))
     except json.JSONDecodeError as exc:
         raise DataError(f"{config_json} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
     model_cfg, params = from_mtf(ckpt_prefix, original)
-    return write_run(Path(run_dir), model_cfg, params, Path(ckpt_prefix), None)
+    return write_run(run_dir, model_cfg, params, ckpt_prefix, None)
 
 
-def to_hf_dir(run_dir: str | Path, hf_dir: str | Path) -> Path:
-    """Write a HF GPT-Neo directory (config.json, model.safetensors, tokenizer.json) from a run's latest params."""
+def to_hf_dir(run_dir: str | os.PathLike[str], hf_dir: str | os.PathLike[str]) -> str:
+    """Write a HF GPT-Neo directory (config.json, model.safetensors, tokenizer.json) from a run's latest params; a
+    gs:// target is written locally and uploaded."""
     from safetensors.numpy import save_file
 
     from neo.model.hf import to_hf
     from neo.train.checkpoint import load_run
 
-    hf_dir = Path(hf_dir)
+    hf_dir = os.fspath(hf_dir)
     _check_new(hf_dir)
     cfg, params, _ = load_run(run_dir)
     hf_config, state = to_hf(cfg.model, jax.tree.map(np.asarray, params))
-    hf_dir.mkdir(parents=True, exist_ok=True)
-    tmp = hf_dir / (WEIGHTS + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    tmp.replace(hf_dir / WEIGHTS)
-    (hf_dir / "config.json").write_text(json.dumps(hf_config, indent=2))
-    tokenizer = Path(run_dir) / "tokenizer.json"
-    if tokenizer.is_file():
-        shutil.copyfile(tokenizer, hf_dir / "tokenizer.json")
+    with storage.staged_dir(hf_dir) as local:
+        tmp = os.path.join(local, WEIGHTS + ".tmp")
+        save_file(state, tmp, metadata={"format": "pt"})
+        os.replace(tmp, os.path.join(local, WEIGHTS))
+        with open(os.path.join(local, "config.json"), "w") as f:
+            f.write(json.dumps(hf_config, indent=2))
+        tokenizer = storage.join(run_dir, "tokenizer.json")
+        if storage.isfile(tokenizer):
+            storage.copy(tokenizer, os.path.join(local, "tokenizer.json"))
     return hf_dir

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
+import os
 from typing import Any
 
 import jax
@@ -16,18 +16,19 @@ import jax.numpy as jnp
 import numpy as np
 from tokenizers import Tokenizer
 
+from neo import storage
 from neo.errors import DataError
 from neo.model.config import ModelConfig
 from neo.model.transformer import GPTNeo
 
 
-def read_examples(path: str | Path, tokenizer: Tokenizer, n_ctx: int) -> list[tuple[list[int], list[int]]]:
+def read_examples(path: str | os.PathLike[str], tokenizer: Tokenizer, n_ctx: int) -> list[tuple[list[int], list[int]]]:
     """(context ids, target ids) per passage; long contexts keep their last tokens."""
-    path = Path(path)
-    if not path.is_file():
+    path = os.fspath(path)
+    if not storage.isfile(path):
         raise DataError(f'{path} does not exist; pass a LAMBADA .jsonl file (one {{"text": ...}} per line)')
     examples = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(storage.read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -45,7 +46,9 @@ def read_examples(path: str | Path, tokenizer: Tokenizer, n_ctx: int) -> list[tu
     return examples
 
 
-def lambada(cfg: ModelConfig, params: Any, tokenizer: Tokenizer, path: str | Path, batch_size: int = 8) -> dict:
+def lambada(
+    cfg: ModelConfig, params: Any, tokenizer: Tokenizer, path: str | os.PathLike[str], batch_size: int = 8
+) -> dict:
     """Accuracy (every target token is the argmax) and perplexity of the target words."""
     model = GPTNeo(cfg)
     forward = jax.jit(lambda p, t: model.apply({"params": p}, t))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shutil
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -21,9 +21,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from neo.config import NeoConfig, load, to_yaml
+from neo import storage
+from neo.config import NeoConfig, to_yaml
 from neo.errors import CheckpointError, ConfigError, TrainingError
-from neo.train.checkpoint import Checkpoints
+from neo.train.checkpoint import Checkpoints, load_snapshot
 from neo.train.metrics import MetricsWriter, flops_per_token
 from neo.train.prefetch import Prefetch
 from neo.train.session import Session, build_session
@@ -45,7 +46,7 @@ class Hooks:
 
 @dataclass
 class TrainResult:
-    run_dir: Path
+    run_dir: str
     start_step: int
     final_step: int
     eval_losses: list[tuple[int, float]] = field(default_factory=list)
@@ -53,20 +54,18 @@ class TrainResult:
     stopped_by_signal: bool = False
 
 
-def prepare_run_dir(cfg: NeoConfig, run_dir: Path) -> None:
+def prepare_run_dir(cfg: NeoConfig, run_dir: str) -> None:
     """Write the config snapshot, or check that a resumed run keeps the model it was trained with."""
-    snapshot = run_dir / "config.yaml"
-    if snapshot.exists():
-        previous = load(snapshot)
+    snapshot = storage.join(run_dir, "config.yaml")
+    if storage.exists(snapshot):
+        previous = load_snapshot(run_dir)
         if previous.model != cfg.model:
             raise CheckpointError(
                 f"{run_dir} holds a run of a different model config; resume with the same model= overrides "
                 "or start a new --run-dir"
             )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = snapshot.with_suffix(".yaml.tmp")
-    tmp.write_text(to_yaml(cfg))
-    tmp.replace(snapshot)
+    storage.makedirs(run_dir)
+    storage.write_atomic(snapshot, to_yaml(cfg))
 
 
 class _StopFlag:
@@ -108,7 +107,7 @@ def evaluate(session: Session, params: Any) -> dict[str, float] | None:
 def train(cfg: NeoConfig, run_dir: str | Path, hooks: Hooks | None = None) -> TrainResult:
     """Train (or resume) the run in `run_dir` until `train.steps`."""
     hooks = hooks or Hooks()
-    run_dir = Path(run_dir)
+    run_dir = os.fspath(run_dir)
     is_chief = jax.process_index() == 0
     if cfg.train.predict_steps and jax.process_count() > 1:
         raise ConfigError("train.predict_steps samples on one process only for now; set train.predict_steps=0")
@@ -116,7 +115,7 @@ def train(cfg: NeoConfig, run_dir: str | Path, hooks: Hooks | None = None) -> Tr
     if is_chief:
         prepare_run_dir(cfg, run_dir)
     if is_chief and session.card is not None:
-        copy_tokenizer(Path(cfg.data.dir) / session.card.tokenizer, run_dir)
+        copy_tokenizer(storage.join(cfg.data.dir, session.card.tokenizer), run_dir)
     tcfg = cfg.train
     ckpts = Checkpoints(run_dir, keep=tcfg.keep_checkpoints, async_save=tcfg.async_checkpointing)
     state, start_step = session.initial_state(ckpts)
@@ -178,6 +177,7 @@ def train(cfg: NeoConfig, run_dir: str | Path, hooks: Hooks | None = None) -> Tr
                         writer.write({"step": step, **row})
                         hooks.on_eval({"step": step, **row})
                 if save_now:
+                    writer.flush()  # an object-store run dir then holds every row up to this checkpoint
                     ckpts.save(step, state, {"seed": tcfg.seed})
                     hooks.on_checkpoint({"step": step})
                     if tcfg.predict_steps and is_chief:
@@ -237,38 +237,40 @@ class _Meter:
         return rows
 
 
-def predict(cfg: NeoConfig, run_dir: Path, params: Any, step: int) -> dict[str, Any] | None:
+def predict(cfg: NeoConfig, run_dir: str, params: Any, step: int) -> dict[str, Any] | None:
     """GPT-Neo's `predict_steps`: a greedy sample from `train.predict_prompt`, appended to RUN_DIR/samples.jsonl."""
     import json
 
     from neo.data.tokenizer import eos_id, load_tokenizer
     from neo.train.sampling import Loaded, sample_texts
 
-    tok_path = run_dir / "tokenizer.json"
-    if not tok_path.is_file():
+    tok_path = storage.join(run_dir, "tokenizer.json")
+    if not storage.isfile(tok_path):
         return None
     tok = load_tokenizer(tok_path)
     loaded = Loaded(model=cfg.model, params=params, tokenizer=tok, eos_id=eos_id(tok))
     prompt = cfg.train.predict_prompt
     text = sample_texts(loaded, [prompt], max_new_tokens=cfg.train.predict_steps, temperature=0.0)[0]
     row = {"step": step, "prompt": prompt, "text": text}
-    with (run_dir / "samples.jsonl").open("a") as f:
-        f.write(json.dumps(row) + "\n")
+    samples = storage.join(run_dir, "samples.jsonl")
+    previous = storage.read_text(samples) if storage.exists(samples) else ""  # object stores cannot append
+    storage.write_atomic(samples, previous + json.dumps(row) + "\n")
     return row
 
 
-def copy_tokenizer(src: Path | None, run_dir: Path) -> None:
+def copy_tokenizer(src: str | None, run_dir: str) -> None:
     """Keep the run self-contained: sampling and eval find the tokenizer beside the checkpoints."""
-    if src is not None and src.exists() and not (run_dir / "tokenizer.json").exists():
-        shutil.copyfile(src, run_dir / "tokenizer.json")
+    dst = storage.join(run_dir, "tokenizer.json")
+    if src is not None and storage.exists(src) and not storage.exists(dst):
+        storage.copy(src, dst)
 
 
 def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> dict[str, float]:
     """`neo eval`: the eval metrics of a run's latest checkpoint on its eval data (data.eval_dir)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
+    run_dir = os.fspath(run_dir)
+    if not storage.isfile(storage.join(run_dir, "config.yaml")):
         raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml); pass one written by `neo train`")
-    cfg = load(run_dir / "config.yaml", overrides)
+    cfg = load_snapshot(run_dir, overrides)
     if not cfg.data.eval_dir:
         raise TrainingError("the run has no data.eval_dir; pass data.eval_dir=DIR (written by `neo data encode`)")
     session = build_session(cfg, run_dir)

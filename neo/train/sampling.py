@@ -7,13 +7,14 @@ with the same mesh and layout machinery as training (neo.parallel).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer
 
+from neo import storage
 from neo.errors import CheckpointError, LayoutError
 from neo.model.config import ModelConfig
 
@@ -30,7 +31,7 @@ class Loaded:
     rules: Any = None  # the logical-axis rules of that mesh
 
 
-def mesh_for_sampling(source: str | Path, mesh: str | None, layout: str | None = None) -> tuple[Any, Any]:
+def mesh_for_sampling(source: str | os.PathLike[str], mesh: str | None, layout: str | None = None) -> tuple[Any, Any]:
     """(mesh, rules) to sample `source` with, or (None, None) for one device.
 
     `mesh` None: one device. `mesh` "run": the run's own mesh config (one device when that mesh has one). Otherwise a
@@ -44,12 +45,12 @@ def mesh_for_sampling(source: str | Path, mesh: str | None, layout: str | None =
         if layout:
             raise LayoutError("--layout needs --mesh SHAPE (or --mesh run); without a mesh sampling uses one device")
         return None, None
-    source = Path(source)
+    source = os.fspath(source)
     run_mesh = None
-    if (source / "config.yaml").is_file():
-        from neo.config import load
+    if storage.isfile(storage.join(source, "config.yaml")):
+        from neo.train.checkpoint import load_snapshot
 
-        run_mesh = load(source / "config.yaml").mesh
+        run_mesh = load_snapshot(source).mesh
     if mesh == RUN_MESH:
         if run_mesh is None:
             raise LayoutError(f"{source} has no run config with a mesh; pass --mesh SHAPE (e.g. x:1,y:8) instead")
@@ -64,16 +65,16 @@ def mesh_for_sampling(source: str | Path, mesh: str | None, layout: str | None =
     return built, rules
 
 
-def load_for_sampling(source: str | Path, mesh: Any = None, rules: Any = None) -> Loaded:
+def load_for_sampling(source: str | os.PathLike[str], mesh: Any = None, rules: Any = None) -> Loaded:
     """Parameters only (no optimizer state) and the tokenizer stored beside them.
 
     With `mesh` and `rules` (see `mesh_for_sampling`) the parameters are placed in their logical shardings.
     """
     from neo.data.tokenizer import eos_id, load_tokenizer
 
-    source = Path(source)
-    tok_path = source / "tokenizer.json"
-    if (source / "config.json").is_file() and not (source / "config.yaml").is_file():
+    source = os.fspath(source)
+    tok_path = storage.join(source, "tokenizer.json")
+    if storage.isfile(storage.join(source, "config.json")) and not storage.isfile(storage.join(source, "config.yaml")):
         from neo.train.convert import load_hf_dir
 
         cfg_model, params = load_hf_dir(source)
@@ -90,25 +91,24 @@ def load_for_sampling(source: str | Path, mesh: Any = None, rules: Any = None) -
         cfg_model = cfg.model
     else:
         cfg_model, params = _restore_sharded(source, mesh, rules)
-    if not tok_path.is_file():
+    if not storage.isfile(tok_path):
         raise CheckpointError(f"{source} has no tokenizer.json; copy the tokenizer used for training into it")
     tokenizer = load_tokenizer(tok_path)
     return Loaded(model=cfg_model, params=params, tokenizer=tokenizer, eos_id=eos_id(tokenizer), mesh=mesh, rules=rules)
 
 
-def _restore_sharded(run_dir: Path, mesh: Any, rules: Any) -> tuple[ModelConfig, Any]:
+def _restore_sharded(run_dir: str, mesh: Any, rules: Any) -> tuple[ModelConfig, Any]:
     """A run's latest parameters, each device reading only its own shards."""
     import flax.linen as nn
     import jax
 
-    from neo.config import load
     from neo.model.decode import param_shardings
     from neo.model.params import abstract_variables
-    from neo.train.checkpoint import Checkpoints
+    from neo.train.checkpoint import Checkpoints, load_snapshot
 
-    if not (run_dir / "config.yaml").is_file():
+    if not storage.isfile(storage.join(run_dir, "config.yaml")):
         raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml); pass a directory from `neo train`")
-    cfg = load(run_dir / "config.yaml").model
+    cfg = load_snapshot(run_dir).model
     placed = param_shardings(cfg, mesh, rules)
     unboxed = nn.meta.unbox(abstract_variables(cfg)["params"])
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), unboxed, placed)

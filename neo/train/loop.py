@@ -165,7 +165,8 @@ def train(cfg: NeoConfig, run_dir: str | Path, hooks: Hooks | None = None) -> Tr
                 step += 1
                 pending.append((step, metrics))
                 hooks.on_advance(step)
-                save_now = step % tcfg.checkpoint_every == 0 or step == tcfg.steps or bool(stop.signalled)
+                signalled = stop.signalled is not None  # read once: a signal arriving later waits for the next step
+                save_now = step % tcfg.checkpoint_every == 0 or step == tcfg.steps or signalled
                 eval_now = bool(tcfg.eval_steps) and (step % eval_every == 0 or step == tcfg.steps)
                 first = step == start_step + 1  # compiled just now: time the steps after it on their own
                 if save_now or eval_now or first or step % tcfg.log_every == 0:
@@ -184,7 +185,7 @@ def train(cfg: NeoConfig, run_dir: str | Path, hooks: Hooks | None = None) -> Tr
                         row = predict(cfg, run_dir, state["params"], step)
                         if row is not None:
                             hooks.on_predict(row)
-                if stop.signalled:
+                if signalled:
                     result.stopped_by_signal = True
                     break
                 if save_now or eval_now or first:

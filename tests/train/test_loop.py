@@ -155,9 +155,11 @@ def test_sigterm_saves_and_exits_cleanly(
     _wait_for(run / "metrics.jsonl", proc)
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 0
-    saved = [int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit()]
-    assert len(saved) == 1 and 0 < saved[0] < 100000
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    entries = [p.name for p in (run / "checkpoints").iterdir()]
+    saved = [int(name) for name in entries if name.isdigit()]
+    assert len(saved) == 1 and 0 < saved[0] < 100000, (entries, err[-2000:])
     assert max(losses(run)) == saved[0]
 
 

@@ -20,10 +20,20 @@ from neo.model.transformer import GPTNeo
 Params = dict[str, Any]
 
 
+_ABSTRACT: dict[tuple[str, int, int], Any] = {}
+
+
 def abstract_variables(cfg: ModelConfig, batch: int = 1, length: int | None = None) -> Any:
-    """The boxed variables tree as ShapeDtypeStructs (nothing allocated)."""
-    tokens = jax.ShapeDtypeStruct((batch, length or min(cfg.n_ctx, 8)), jnp.int32)
-    return jax.eval_shape(lambda t: GPTNeo(cfg).init({"params": jax.random.PRNGKey(0)}, t), tokens)
+    """The boxed variables tree as ShapeDtypeStructs (nothing allocated).
+
+    Remembered per config: tracing a model's init takes seconds for a large model, and loading, sharding and
+    re-laying-out parameters all ask for it. The tree is immutable, so callers may share it.
+    """
+    key = (repr(cfg), batch, length or min(cfg.n_ctx, 8))
+    if key not in _ABSTRACT:
+        tokens = jax.ShapeDtypeStruct(key[1:], jnp.int32)
+        _ABSTRACT[key] = jax.eval_shape(lambda t: GPTNeo(cfg).init({"params": jax.random.PRNGKey(0)}, t), tokens)
+    return _ABSTRACT[key]
 
 
 def count_params(cfg: ModelConfig) -> int:

@@ -121,10 +121,9 @@ def load_run(run_dir: str | Path, step: int | None = None) -> tuple[Any, Any, in
     Works for runs written by `neo train` and by `neo convert from-hf`.
     """
     import flax.linen as nn
-    import jax.numpy as jnp
     from jax.sharding import SingleDeviceSharding
 
-    from neo.model.transformer import GPTNeo
+    from neo.model.params import abstract_variables
 
     run_dir = os.fspath(run_dir)
     snapshot = storage.join(run_dir, "config.yaml")
@@ -135,8 +134,7 @@ def load_run(run_dir: str | Path, step: int | None = None) -> tuple[Any, Any, in
     step = ckpts.latest_step() if step is None else step
     if step is None:
         raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first (neo train --run-dir {run_dir})")
-    model = GPTNeo(cfg.model)
-    boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, cfg.model.n_ctx), jnp.int32)))
+    boxed = abstract_variables(cfg.model)
     device = SingleDeviceSharding(jax.devices()[0])
     abstract = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), nn.meta.unbox(boxed["params"])

@@ -69,7 +69,8 @@ def bench_neo(steps: int, warmup: int) -> tuple[float, float]:
     return tps, flops_per_token(cfg.model, session.n_params)
 
 
-def bench_torch(steps: int, warmup: int) -> float:
+def torch_model() -> Any:
+    """The benchmark model as transformers' GPTNeoForCausalLM, in training mode, on all cores."""
     import torch
     from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
@@ -84,7 +85,13 @@ def bench_torch(steps: int, warmup: int) -> float:
         bos_token_id=0,
         eos_token_id=0,
     )
-    model = GPTNeoForCausalLM(config).train()
+    return GPTNeoForCausalLM(config).train()
+
+
+def bench_torch(steps: int, warmup: int) -> float:
+    import torch
+
+    model = torch_model()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     tokens = torch.randint(0, N_VOCAB, (BATCH, N_CTX + 1))
 

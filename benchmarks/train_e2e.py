@@ -29,7 +29,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from train import BATCH, N_CTX, N_EMBD, N_HEAD, N_LAYER, N_VOCAB  # noqa: E402
+from train import BATCH, N_CTX, N_EMBD, N_HEAD, N_LAYER, N_VOCAB, torch_model  # noqa: E402
 
 WARMUP = 5
 
@@ -111,7 +111,6 @@ def torch_loop(data: str, steps: int) -> dict[str, float]:
     """The baseline's process: tokens in memory, then the plain training loop."""
     import numpy as np
     import torch
-    from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
     from neo.data.card import dataset_card
     from neo.data.tfrecord import read_records
@@ -121,18 +120,7 @@ def torch_loop(data: str, steps: int) -> dict[str, float]:
     tokens = np.concatenate(list(read_records(card.shard_paths(data))))
     n = len(tokens) // (N_CTX + 1)
     chunks = torch.from_numpy(tokens[: n * (N_CTX + 1)].reshape(n, N_CTX + 1).astype(np.int64))
-    torch.set_num_threads(os.cpu_count() or 1)
-    config = GPTNeoConfig(
-        vocab_size=N_VOCAB,
-        max_position_embeddings=N_CTX,
-        hidden_size=N_EMBD,
-        num_layers=N_LAYER,
-        num_heads=N_HEAD,
-        attention_types=[[["global"], N_LAYER]],
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    model = GPTNeoForCausalLM(config).train()
+    model = torch_model()
     opt = torch.optim.AdamW(model.parameters(), lr=6e-4, betas=(0.9, 0.95), weight_decay=0.01)
     times = []
     for step in range(steps):

@@ -14,33 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from neo import storage
 from tests.conftest import GcsEmulator
+from tests.train.conftest import _documents
 
 pytestmark = pytest.mark.multiprocess
-
-WORDS = [
-    "the",
-    "model",
-    "learns",
-    "to",
-    "predict",
-    "next",
-    "token",
-    "from",
-    "text",
-    "data",
-    "and",
-    "every",
-    "layer",
-    "adds",
-    "a",
-    "little",
-    "more",
-]
 
 
 def _neo(emulator: GcsEmulator, *args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -73,10 +53,8 @@ def bucket_data(gcs_emulator: GcsEmulator, tmp_path_factory: pytest.TempPathFact
     """A corpus uploaded to the bucket, a tokenizer trained from it and train/eval sets encoded, all in the bucket,
     by the CLI."""
     root = gcs_emulator.bucket_url
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 60), ("eval", 8)):
-        for i in range(n):
-            doc = " ".join(rng.choice(WORDS, size=int(rng.integers(40, 120)))) + "."
+    for split, n, seed in (("train", 60, 0), ("eval", 8, 1)):  # the local tiny dataset's documents
+        for i, doc in enumerate(_documents(n, seed)):
             storage.write_atomic(f"{root}/corpus/{split}/{i:03d}.txt", doc)
     cwd = tmp_path_factory.mktemp("bucket_cli")
     tok = f"{root}/tok"

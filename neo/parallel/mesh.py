@@ -34,6 +34,8 @@ def mesh_axes(
     present = present or f"{n_devices} devices"
     if cfg.devices and cfg.devices != n_devices:
         plan = "; `neo train --dry-run` plans for it without them" if cfg.devices > n_devices else ""
+        if cfg.platform == "cpu" and platform == "cpu":  # CPU devices are simulated by asking XLA for more
+            plan = f"; run with XLA_FLAGS=--xla_force_host_platform_device_count={cfg.devices} to get {cfg.devices}"
         fix = _fix(n_devices, platform)
         raise LayoutError(f"mesh '{cfg.name}' needs {cfg.devices} devices but {present} are present{plan}; {fix}")
     try:

@@ -1,6 +1,7 @@
 """Time `neo layout search` with reduced-depth proxies, and check the proxies against full compiles.
 
     python benchmarks/layout_search.py model=gpt3_xl mesh=v3-256 train.batch_size=512 [--budget S] [--check-all]
+        [--no-proxy] [--cache-dir DIR]
 
 Prints, per candidate, where its figures come from and the seconds its compiles took, the whole search's wall time,
 and the proxies' memory error against the full compile of the leader (with --check-all, of every ranked candidate:
@@ -22,8 +23,11 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--budget", type=float, default=None, help="compile budget in seconds (default: none)")
     parser.add_argument("--check-all", action="store_true", help="also compile every extrapolated candidate in full")
+    parser.add_argument("--no-proxy", action="store_true", help="compile every candidate in full instead")
+    parser.add_argument("--cache-dir", help="reuse this compile-report cache (default: a fresh one)")
     args = parser.parse_args()
-    os.environ["NEO_CACHE_DIR"] = tempfile.mkdtemp(prefix="neo-layout-bench-")
+    os.environ["NEO_CACHE_DIR"] = args.cache_dir or tempfile.mkdtemp(prefix="neo-layout-bench-")
+    print(f"cache: {os.environ['NEO_CACHE_DIR']}", flush=True)
 
     from neo.cli.layout import prepare_devices
 
@@ -34,7 +38,12 @@ def main() -> None:
 
     cfg = compose(args.overrides)
     start = time.perf_counter()
-    found = search_layouts(cfg, budget_s=args.budget)
+    found = search_layouts(
+        cfg,
+        budget_s=args.budget,
+        proxy=not args.no_proxy,
+        progress=lambda i, n, c: print(f"{time.perf_counter() - start:.0f} s: {i + 1}/{n} {c}", flush=True),
+    )
     wall = time.perf_counter() - start
     print(
         f"{cfg.mesh.name}, proxies of {found.proxy_layers} layers: {found.compiled} of {found.screened} ranked, "
@@ -60,9 +69,10 @@ def main() -> None:
             continue
         t = time.perf_counter()
         full = search(cfg, cfg.mesh, step_factory, [r.candidate], loop_trips=trips)[0]
+        seconds, error = time.perf_counter() - t, r.report.memory_bytes / full.report.memory_bytes - 1
         print(
-            f"  full {r.candidate.layout}: {full.report.memory_bytes / GiB:.3f} GiB in {time.perf_counter() - t:.0f} s,"
-            f" proxy error {r.report.memory_bytes / full.report.memory_bytes - 1:+.2%}"
+            f"  full {r.candidate.shape} {r.candidate.layout}: {full.report.memory_bytes / GiB:.3f} GiB "
+            f"in {seconds:.0f} s, proxy error {error:+.2%}"
         )
 
 

@@ -41,9 +41,10 @@ def search_command(
         50.0, "--budget", min=0.0, help="Seconds of compiling; the next compile starts only if it should fit."
     ),
     proxy: bool = typer.Option(
-        True,
+        False,
         "--proxy/--no-proxy",
-        help="Rank deep models on figures extrapolated from two shallow proxies, then compile the leader in full.",
+        help="Rank deep models on figures extrapolated from two shallow proxies, then compile the leader in full "
+        "(off by default: under scan a proxy compiles nearly as slowly as the full model, see benchmarks/README.md).",
     ),
     write: Path = typer.Option(None, "--write", help="Save the best layout as a mesh config YAML."),
 ) -> None:
@@ -78,7 +79,10 @@ def search_command(
     if compiled and compiled[0].source == "extrapolated":
         err.print("the leader's figures are extrapolated: its full compile did not fit in --budget (raise it to check)")
     if any(r.skipped for r in found.results):
-        err.print(f"candidates marked 'not compiled' passed the pre-screen; raise --budget {budget:g} to rank them too")
+        err.print(
+            f"candidates marked 'not compiled' passed the pre-screen; raise --budget {budget:g} (or --compile) "
+            "to rank them too"
+        )
     best = compiled[0] if compiled and compiled[0].fits else None
     if best is None:
         raise LayoutError(

@@ -240,7 +240,7 @@ def search_layouts(
     exact_top: int | None = None,
     progress: Any = None,
     budget_s: float | None = None,
-    proxy: bool = True,
+    proxy: bool = False,
 ) -> LayoutSearch:
     """Rank (mesh shape, layout) candidates for `cfg` on its mesh preset.
 

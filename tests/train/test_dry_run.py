@@ -154,7 +154,7 @@ def search_cache(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.mark.usefixtures("search_cache")
 def test_layout_search_extrapolates_from_shallow_proxies_within_two_percent() -> None:
-    found = search_layouts(compose([*DEEP, "mesh=cpu-8"]), exact_top=1)
+    found = search_layouts(compose([*DEEP, "mesh=cpu-8"]), exact_top=1, proxy=True)
     assert found.proxy_layers == (4, 6)
     (leader,) = [r for r in found.results if r.report is not None]
     # the leader was extrapolated, then compiled in full: its figures are the full compile's, the error is measured
@@ -164,7 +164,7 @@ def test_layout_search_extrapolates_from_shallow_proxies_within_two_percent() ->
 
 @pytest.mark.usefixtures("search_cache")
 def test_cli_layout_search_names_where_figures_come_from(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(["layout", "search", *DEEP, "mesh=cpu-8", "--compile", "1"]) == 0
+    assert run(["layout", "search", *DEEP, "mesh=cpu-8", "--compile", "1", "--proxy"]) == 0
     captured = capsys.readouterr()
     assert "compiled" in captured.out and "not compiled" in captured.out and "4/6-layer proxies" in captured.out
     assert "proxy check" in captured.err and "full compile" in captured.err

@@ -168,3 +168,13 @@ def test_cli_layout_search_names_where_figures_come_from(capsys: pytest.CaptureF
     captured = capsys.readouterr()
     assert "compiled" in captured.out and "not compiled" in captured.out and "4/6-layer proxies" in captured.out
     assert "proxy check" in captured.err and "full compile" in captured.err
+
+
+@pytest.mark.slow
+@needs_libtpu
+def test_gpt3_xl_proxies_on_v3_256_extrapolate_the_tpu_compilers_memory() -> None:
+    """The 4- and 6-layer proxies of gpt3_xl (24 layers) against the TPU compiler's full compile of the leader."""
+    found = search_layouts(compose(["model=gpt3_xl", "mesh=v3-256", "train.batch_size=512"]), exact_top=1, proxy=True)
+    (leader,) = [r for r in found.results if r.report is not None]
+    assert found.proxy_layers == (4, 6) and leader.source == "compiled" and leader.fits
+    assert abs(leader.proxy_error) < 0.03, leader.proxy_error  # -2.2% to +0.04% measured

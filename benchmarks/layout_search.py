@@ -52,7 +52,7 @@ def main() -> None:
     for r in found.results:
         if r.report is None:
             status = "not compiled" if r.skipped else "rejected"
-            print(f"  {r.candidate.shape} {r.candidate.layout}: {status}: {r.error}")
+            print(f"  {r.candidate.shape} {r.candidate.layout}: {status}: {r.error.removeprefix(status + ': ')}")
             continue
         error = f", proxy error {r.proxy_error:+.2%}" if r.proxy_error is not None else ""
         print(

@@ -415,7 +415,8 @@ class _Outcome:
 
 class _Compiler:
     """Compiles (config, candidate) pairs for the search: an on-disk cache of reports, and one time budget shared
-    by every compile (the next starts only if the time spent plus the mean of its kind still fits)."""
+    by every compile (the next starts only if the time spent plus the mean of its kind, and of the compiles that must
+    follow it for the same candidate, still fits; the first candidate always gets its figures)."""
 
     def __init__(
         self,
@@ -429,21 +430,27 @@ class _Compiler:
         self.use_cache, self.budget_s = use_cache, budget_s
         self.cache_path = cache_dir() / "layout_search"
         self.times: dict[str, list[float]] = {}  # seconds per compile, by kind ("full", "proxy0", ...)
+        self.first_done = False  # set by the search once a candidate has its figures
 
-    def _fits_budget(self, kind: str) -> bool:
+    def _fits_budget(self, kinds: Sequence[str]) -> bool:
         spent = [t for ts in self.times.values() for t in ts]
-        if self.budget_s is None or not spent:  # the first compile always runs
+        if self.budget_s is None or not self.first_done:
             return True
-        same = self.times.get(kind) or spent
-        return sum(spent) + sum(same) / len(same) <= self.budget_s
+        if not spent:
+            return True
+        means = [sum(same) / len(same) for same in (self.times.get(kind) or spent for kind in kinds)]
+        return sum(spent) + sum(means) <= self.budget_s
 
-    def run(self, config: Any, cand: Candidate, rules: Rules, trips: int, kind: str) -> _Outcome:
+    def run(
+        self, config: Any, cand: Candidate, rules: Rules, trips: int, kind: str, then: Sequence[str] = ()
+    ) -> _Outcome:
+        """Compile (or read from the cache) one program; `then` names the kinds of compile that must follow."""
         from neo.parallel.mesh import make_mesh
 
         cached = self.cache_path / f"{_cache_key(config, cand, self.devices)}.json"
         if self.use_cache and cached.is_file():
             return _Outcome(CompileReport(**json.loads(cached.read_text())))
-        if not self._fits_budget(kind):
+        if not self._fits_budget([kind, *then]):
             return _Outcome(None, f"not compiled: the {self.budget_s:g} s compile budget is spent", skipped=True)
         mesh = make_mesh(MeshConfig(name=self.mesh_cfg.name, shape=cand.shape), self.devices)
         started = time.perf_counter()
@@ -542,12 +549,15 @@ def search(
             continue
         if not proxies:
             results.append(result(cand, compiler.run(config, cand, rules, loop_trips, "full"), "compiled"))
+            compiler.first_done = compiler.first_done or results[-1].report is not None
             continue
         outcomes: list[_Outcome] = []
         for k, (proxy_config, trips) in enumerate(proxies):
-            outcomes.append(compiler.run(proxy_config, cand, rules, trips, f"proxy{k}"))
+            then = [f"proxy{j}" for j in range(k + 1, len(proxies))]
+            outcomes.append(compiler.run(proxy_config, cand, rules, trips, f"proxy{k}", then))
             if outcomes[-1].report is None or outcomes[-1].error:
                 break
+        compiler.first_done = compiler.first_done or outcomes[-1].report is not None
         last = outcomes[-1]
         if last.report is None or last.error:  # not compiled, or a proxy already too big: the model is bigger still
             error = f"{last.error} (a {proxies[len(outcomes) - 1][1]}-iteration proxy)" if last.report else None

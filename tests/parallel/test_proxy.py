@@ -31,7 +31,7 @@ def test_only_stacks_deeper_than_the_proxies_use_them():
 
 def test_budget_bounds_proxy_compiles_and_the_full_check(tmp_path, monkeypatch):
     """Every compile counts against the budget; a leader whose full compile would overrun keeps its extrapolation."""
-    monkeypatch.setenv("NEO_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("NEO_CACHE_DIR", str(tmp_path / "first"))
     clock = [0.0]
     monkeypatch.setattr("neo.parallel.search.time.perf_counter", lambda: clock[0])
 
@@ -48,6 +48,11 @@ def test_budget_bounds_proxy_compiles_and_the_full_check(tmp_path, monkeypatch):
     assert first.source == "extrapolated" and first.report.compile_s == 20  # two proxies, 10 s each
     assert second.skipped and "budget" in second.error  # 20 s spent + 10 s more > 25 s
     assert first.proxy_error is None  # its full compile would overrun too: the figures stay marked extrapolated
+    monkeypatch.setenv("NEO_CACHE_DIR", str(tmp_path / "small"))
+    # a budget smaller than one compile still ranks the first candidate: both its proxies run
+    results = search({"heads": 4}, mesh_cfg, slow_factory, cands, budget_s=5, proxies=proxies, loop_trips=6)
+    assert results[0].source == "extrapolated" and results[1].skipped
+    monkeypatch.setenv("NEO_CACHE_DIR", str(tmp_path / "fresh"))
     # with room for everything, both are ranked and the leader is compiled in full to check the extrapolation
     results = search({"heads": 4}, mesh_cfg, slow_factory, cands, budget_s=100, proxies=proxies, loop_trips=6)
     sources = sorted(r.source for r in results)

@@ -4,8 +4,11 @@ the compiler's figures linearly in depth to the full model.
 Under `scan` every period of the layer pattern adds the same parameters, optimizer state, gradients and saved
 activations, and runs the same body once more, so per-device memory, FLOPs, bytes and collectives are affine in the
 number of scan iterations: two proxies with a real loop (two or more iterations each; XLA inlines a one-trip loop and
-schedules it differently) fix the line. Proxies save compile time only as far as it grows with depth; under scan it
-grows little (the loop body compiles once), so the search uses them on request (`neo layout search --proxy`).
+schedules it differently) fix the line. That is an assumption, and the TPU compiler can break it by scheduling a
+short loop differently from a long one (prefetching more of the next iterations' weights, say), so the search
+compiles its answer in full and reports the proxies' error. Proxies save compile time only as far as it grows with
+depth; under scan it grows little (the loop body compiles once), so the search uses them on request
+(`neo layout search --proxy`).
 """
 
 from __future__ import annotations

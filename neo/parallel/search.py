@@ -502,7 +502,8 @@ def search(
     loop-blind FLOP count; `loop_trips` the iterations of the scanned layers (see `collective_bytes`).
     `proxies`, two (config, scan iterations) of the same model with a shallower layer stack: each candidate is then
     ranked on figures extrapolated from the two (`neo.parallel.proxy`), and the leader is compiled in full (repeatedly,
-    while an extrapolated candidate leads) to replace its figures with the real ones and measure the proxies' error.
+    while an extrapolated candidate leads, fitting or not) to replace its figures with the real ones and measure the
+    proxies' error.
     With `budget_s`, a compile starts only while the compiles so far plus the mean of its kind stay within it (the
     first always does; cached reports are free): a 13B TPU compile takes 25-45 s on two cores.
     """
@@ -567,7 +568,9 @@ def search(
         estimate = extrapolate(outcomes[0].report, outcomes[1].report, trips, loop_trips)
         results.append(result(cand, _Outcome(estimate), "extrapolated"))
     results.sort(key=_rank)
-    while proxies and results and results[0].source == "extrapolated" and results[0].fits:
+    # the answer is never an extrapolation when the budget allows: not even "nothing fits" (shallow proxies can be
+    # scheduled differently from the full loop, and then the line through them misses)
+    while proxies and results and results[0].source == "extrapolated":
         lead = results[0]
         outcome = compiler.run(config, lead.candidate, rules_of(lead.candidate)[0], loop_trips, "full")
         if outcome.report is None:  # out of budget: the leader keeps its extrapolated figures, and says so

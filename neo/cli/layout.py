@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.table import Table
 
 from neo.cli.common import err, out
+
+if TYPE_CHECKING:
+    from neo.train.dry_run import LayoutSearch
 
 layout_app = typer.Typer(help="Find sharding layouts that fit the target devices.", no_args_is_help=True)
 GiB = 1024**3
@@ -29,13 +34,16 @@ def search_command(
     and_mesh_shape: bool = typer.Option(False, "--and-mesh-shape", help="Also search factorizations of the devices."),
     top: int = typer.Option(8, "--top", min=1, help="Rows to show."),
     exact: int = typer.Option(
-        0,
-        "--compile",
-        min=0,
-        help="Candidates to compile after the pre-screen (0 = 2 with the TPU compiler, ~25 s each; else 4).",
+        0, "--compile", min=0, help="Candidates to compile after the pre-screen, most data-parallel first (0 = all)."
     ),
     budget: float = typer.Option(
-        50.0, "--budget", min=0.0, help="Seconds of compiling; the next candidate starts only if it should fit."
+        50.0, "--budget", min=0.0, help="Seconds of compiling; the next compile starts only if it should fit."
+    ),
+    proxy: bool = typer.Option(
+        False,
+        "--proxy/--no-proxy",
+        help="Rank deep models on figures extrapolated from two shallow proxies, then compile the leader in full "
+        "(off by default: under scan a proxy compiles nearly as slowly as the full model, see benchmarks/README.md).",
     ),
     write: str = typer.Option(None, "--write", help="Save the best layout as a mesh config YAML (a file or gs://...)."),
 ) -> None:
@@ -47,50 +55,32 @@ def search_command(
     prepare_devices(overrides)
     from neo.config import compose
     from neo.errors import LayoutError
-    from neo.train.dry_run import format_seconds, search_layouts
+    from neo.train.dry_run import search_layouts
 
     cfg = compose(overrides)
-    if exact == 0:  # a TPU compile of a billion-parameter step takes ~25 s on 2 cores; a simulated-CPU one ~1 s
-        from neo.parallel.search import uses_tpu_aot
-
-        exact = 2 if uses_tpu_aot(cfg.mesh) else 4
     with err.status("compiling candidates...") as status:
         found = search_layouts(
             cfg,
             and_mesh_shape=and_mesh_shape,
-            exact_top=exact,
+            exact_top=exact or None,
             budget_s=budget,
+            proxy=proxy,
             progress=lambda i, n, c: status.update(f"compiling {i + 1}/{n}: {c.shape} {c.layout}"),
         )
-    table = Table(
-        title=f"{cfg.mesh.name}: {found.compiled} of {found.screened} candidates compiled",
-        caption=f"memory: {found.compiler}; est. step/MFU: roofline estimate from the compiled FLOPs, bytes and "
-        "collectives (neo.parallel.search.estimate_step_time)",
-    )
-    for col in ("mesh.shape", "mesh.layout", "memory/device", "fits", "est. step", "est. MFU"):
-        table.add_column(col, no_wrap=col != "mesh.layout", overflow="fold")
+    out.print(results_table(found, cfg.mesh.name, top))
     compiled = [r for r in found.results if r.report is not None]
-    for r in compiled[:top]:
-        table.add_row(
-            r.candidate.shape,
-            r.candidate.layout,
-            f"> {r.report.memory_bytes / GiB:.2f} GiB" if r.error else f"{r.report.memory_bytes / GiB:.2f} GiB",
-            "yes" if r.fits else "no",
-            "-" if r.error else format_seconds(r.step_time_s),
-            f"{r.mfu:.0%}",
-        )
-    out.print(table)
-    skipped = [r for r in found.results if r.skipped]
-    if skipped:
+    for r in compiled:
+        if r.proxy_error is not None:
+            err.print(
+                f"proxy check, {r.candidate.shape} {r.candidate.layout}: extrapolated {r.proxy_memory / GiB:.3f} GiB, "
+                f"full compile {r.report.memory_bytes / GiB:.3f} GiB per device ({r.proxy_error:+.1%})"
+            )
+    if compiled and compiled[0].source == "extrapolated":
+        err.print("the leader's figures are extrapolated: its full compile did not fit in --budget (raise it to check)")
+    if any(r.skipped for r in found.results):
         err.print(
-            f"{len(skipped)} more candidates passed the pre-screen but were not compiled within --budget {budget:g} s, "
-            f"e.g. {skipped[0].candidate.shape} {skipped[0].candidate.layout}; raise --budget to rank them too"
-        )
-    rejected = [r for r in found.results if r.report is None and not r.skipped]
-    if rejected:
-        err.print(
-            f"{len(rejected)} candidates rejected before compiling, e.g. {rejected[0].candidate.layout}: "
-            f"{rejected[0].error}"
+            f"candidates marked 'not compiled' passed the pre-screen; raise --budget {budget:g} (or --compile) "
+            "to rank them too"
         )
     best = compiled[0] if compiled and compiled[0].fits else None
     if best is None:
@@ -111,6 +101,39 @@ def search_command(
             f"wrote {write}; train with it: neo train mesh={cfg.mesh.name} "
             f"mesh.shape={best.candidate.shape} mesh.layout={best.candidate.layout} ..."
         )
+
+
+def results_table(found: LayoutSearch, mesh_name: str, top: int) -> Table:
+    """Every candidate of a search, one row each: ranked ones first (at most `top`), then the rest with the reason."""
+    from neo.train.dry_run import format_seconds
+
+    compiled = [r for r in found.results if r.report is not None]
+    proxies = "/".join(str(n) for n in found.proxy_layers)
+    table = Table(
+        title=f"{mesh_name}: {found.compiled} of {found.screened} candidates ranked",
+        caption=f"memory: {found.compiler}"
+        + (f"; extrapolated = from {proxies}-layer proxies, compiled = the full model" if proxies else "")
+        + "; est. step/MFU: roofline estimate from the compiled FLOPs, bytes and collectives",
+    )
+    for col in ("mesh.shape", "mesh.layout", "memory/device", "fits", "est. step", "est. MFU", "figures"):
+        table.add_column(col, no_wrap=col not in ("mesh.layout", "figures"), overflow="fold")
+    for r in compiled[:top]:
+        table.add_row(
+            r.candidate.shape,
+            r.candidate.layout,
+            f"> {r.report.memory_bytes / GiB:.2f} GiB" if r.error else f"{r.report.memory_bytes / GiB:.2f} GiB",
+            "yes" if r.fits else "no",
+            "-" if r.error else format_seconds(r.step_time_s),
+            f"{r.mfu:.0%}",
+            r.source + (f": {r.error}" if r.error else ""),
+        )
+    if len(compiled) > top:
+        table.add_row("...", f"{len(compiled) - top} more ranked (raise --top)", "", "", "", "", "")
+    for r in found.results:
+        if r.report is None:
+            status = "not compiled" if r.skipped else "rejected"
+            table.add_row(r.candidate.shape, r.candidate.layout, "-", status, "-", "-", r.error or "")
+    return table
 
 
 def register(app: typer.Typer) -> None:

@@ -65,6 +65,16 @@ class SearchResult:
     mfu: float  # model FLOPs per device / (estimated step time x peak); the compiler's FLOPs if no model count
     error: str | None = None
     skipped: bool = False  # not compiled: the time budget ran out before its turn (the pre-screen passed it)
+    source: str = ""  # of `report`: "compiled" (the full program), "extrapolated" (from two reduced-depth proxies),
+    # or "proxy" (a proxy alone: the compiler's refusal of a proxy bounds the full program from below)
+    proxy_memory: int | None = None  # for a candidate first extrapolated, then compiled in full: the extrapolation
+
+    @property
+    def proxy_error(self) -> float | None:
+        """(extrapolated - compiled) / compiled memory per device, where both exist."""
+        if self.proxy_memory is None or self.report is None or not self.report.memory_bytes:
+            return None
+        return self.proxy_memory / self.report.memory_bytes - 1
 
 
 def factorizations(n: int, max_axes: int = 4) -> list[tuple[int, ...]]:
@@ -396,6 +406,75 @@ def _cache_key(config: Any, candidate: Candidate, devices: Sequence[Any]) -> str
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+@dataclass
+class _Outcome:
+    report: CompileReport | None
+    error: str | None = None  # the compiler's refusal (report is then its lower bound), or why nothing was compiled
+    skipped: bool = False  # the budget ran out before this compile
+
+
+class _Compiler:
+    """Compiles (config, candidate) pairs for the search: an on-disk cache of reports, and one time budget shared
+    by every compile (the next starts only if the time spent plus the mean of its kind, and of the compiles that must
+    follow it for the same candidate, still fits; the first candidate always gets its figures)."""
+
+    def __init__(
+        self,
+        factory: StepFactory,
+        mesh_cfg: MeshConfig,
+        devices: list[Any],
+        use_cache: bool,
+        budget_s: float | None,
+    ) -> None:
+        self.factory, self.mesh_cfg, self.devices = factory, mesh_cfg, devices
+        self.use_cache, self.budget_s = use_cache, budget_s
+        self.cache_path = cache_dir() / "layout_search"
+        self.times: dict[str, list[float]] = {}  # seconds per compile, by kind ("full", "proxy0", ...)
+        self.first_done = False  # set by the search once a candidate has its figures
+
+    def _fits_budget(self, kinds: Sequence[str]) -> bool:
+        spent = [t for ts in self.times.values() for t in ts]
+        if self.budget_s is None or not self.first_done:
+            return True
+        if not spent:
+            return True
+        means = [sum(same) / len(same) for same in (self.times.get(kind) or spent for kind in kinds)]
+        return sum(spent) + sum(means) <= self.budget_s
+
+    def run(
+        self, config: Any, cand: Candidate, rules: Rules, trips: int, kind: str, then: Sequence[str] = ()
+    ) -> _Outcome:
+        """Compile (or read from the cache) one program; `then` names the kinds of compile that must follow."""
+        from neo.parallel.mesh import make_mesh
+
+        cached = self.cache_path / f"{_cache_key(config, cand, self.devices)}.json"
+        if self.use_cache and cached.is_file():
+            return _Outcome(CompileReport(**json.loads(cached.read_text())))
+        if not self._fits_budget([kind, *then]):
+            return _Outcome(None, f"not compiled: the {self.budget_s:g} s compile budget is spent", skipped=True)
+        mesh = make_mesh(MeshConfig(name=self.mesh_cfg.name, shape=cand.shape), self.devices)
+        started = time.perf_counter()
+        try:
+            step, args = self.factory(config, mesh, rules)
+            report = compile_report(step, args, trips)
+        except LayoutError as exc:
+            return _Outcome(None, str(exc))
+        except Exception as exc:  # the TPU compiler rejects a program that cannot fit
+            oom = compiler_oom(exc)
+            if oom is None:
+                raise
+            self.times.setdefault(kind, []).append(time.perf_counter() - started)
+            return _Outcome(CompileReport(oom[0], 0, oom[0], 0.0, 0.0, 0.0, 0.0), f"compiler: {oom[1]}")
+        report.compile_s = time.perf_counter() - started  # building the step and lowering it count too
+        self.times.setdefault(kind, []).append(report.compile_s)
+        if self.use_cache:
+            self.cache_path.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(".tmp")
+            tmp.write_text(json.dumps(asdict(report)))
+            tmp.replace(cached)
+        return _Outcome(report)
+
+
 def search(
     config: Any,
     mesh_cfg: MeshConfig,
@@ -412,79 +491,95 @@ def search(
     use_cache: bool = True,
     progress: Callable[[int, int, Candidate], None] | None = None,
     budget_s: float | None = None,
+    proxies: Sequence[tuple[Any, int]] = (),
 ) -> list[SearchResult]:
     """Compile every candidate that survives `prescreen` (which raises LayoutError to reject) and rank them:
-    fitting candidates first, then by estimated step time, then by memory.
+    fitting candidates first, then by estimated step time, then by memory. Every candidate comes back: compiled,
+    rejected (`error`), or not compiled for the budget (`skipped`).
 
     `model_flops` is the useful work of one step over all devices (6N·tokens + attention), for MFU;
     `hardware_flops` what the devices execute for it (remat recomputation included), a floor under the compiler's
     loop-blind FLOP count; `loop_trips` the iterations of the scanned layers (see `collective_bytes`).
-    With `budget_s`, a candidate is compiled only while the compiles so far plus the mean compile time stay within
-    it (the first always is; cached reports are free): a 13B TPU compile takes 25-45 s on two cores.
+    `proxies`, two (config, scan iterations) of the same model with a shallower layer stack: each candidate is then
+    ranked on figures extrapolated from the two (`neo.parallel.proxy`), and the leader is compiled in full (repeatedly,
+    while an extrapolated candidate leads, fitting or not) to replace its figures with the real ones and measure the
+    proxies' error.
+    With `budget_s`, a compile starts only while the compiles so far plus the mean of its kind stay within it (the
+    first always does; cached reports are free): a 13B TPU compile takes 25-45 s on two cores.
     """
     from neo.parallel.flops import bandwidth_per_device
-    from neo.parallel.mesh import make_mesh
+    from neo.parallel.proxy import extrapolate
 
+    if proxies and len(proxies) != 2:
+        raise ValueError(f"two proxies are needed to extrapolate, got {len(proxies)}")
     if devices is None:
         devices, _ = target_devices(mesh_cfg)
     devices = list(devices)
     bandwidth = bandwidth_per_device(mesh_cfg, devices)
     limit = memory_limit if memory_limit is not None else (mesh_cfg.memory_per_device or None)
     peak = peak_flops or mesh_cfg.peak_flops_per_device
-    cache_path = cache_dir() / "layout_search"
+    compiler = _Compiler(factory, mesh_cfg, devices, use_cache, budget_s)
+
+    def result(cand: Candidate, outcome: _Outcome, source: str) -> SearchResult:
+        report = outcome.report
+        if report is None:
+            return SearchResult(cand, None, False, math.inf, 0.0, outcome.error, outcome.skipped)
+        if outcome.error:  # the compiler's refusal: the program does not fit
+            return SearchResult(cand, report, False, math.inf, 0.0, outcome.error, source=source)
+        step_time = estimate_step_time(report, peak, bandwidth, hardware_flops / len(devices))
+        useful = model_flops / len(devices) if model_flops > 0 else report.flops
+        mfu = useful / (step_time * peak) if step_time > 0 and peak > 0 else 0.0
+        fits = limit is None or report.memory_bytes <= limit
+        return SearchResult(cand, report, fits, step_time, mfu, source=source)
+
+    def rules_of(cand: Candidate) -> tuple[Rules, list[tuple[str, int]]]:
+        axes = resolve_mesh_shape(cand.shape, len(devices))
+        return layout_rules(cand.layout, [a for a, _ in axes]), axes
+
     cand_list = list(cands)
     results: list[SearchResult] = []
-    compile_times: list[float] = []
     for i, cand in enumerate(cand_list):
         if progress is not None:
             progress(i, len(cand_list), cand)
-        axes = resolve_mesh_shape(cand.shape, len(devices))
-        rules = layout_rules(cand.layout, [a for a, _ in axes])
+        rules, axes = rules_of(cand)
         try:
             if prescreen is not None:
                 prescreen(cand, rules, dict(axes))
         except LayoutError as exc:
             results.append(SearchResult(cand, None, False, math.inf, 0.0, str(exc)))
             continue
-        key = _cache_key(config, cand, devices)
-        cached = cache_path / f"{key}.json"
-        report: CompileReport | None = None
-        if use_cache and cached.is_file():
-            report = CompileReport(**json.loads(cached.read_text()))
-        next_end = sum(compile_times) * (1 + 1 / len(compile_times)) if compile_times else 0.0  # spent + the mean
-        if report is None and budget_s is not None and next_end > budget_s:
-            reason = f"not compiled: the {budget_s:.0f} s compile budget is spent"
-            results.append(SearchResult(cand, None, False, math.inf, 0.0, reason, skipped=True))
+        if not proxies:
+            results.append(result(cand, compiler.run(config, cand, rules, loop_trips, "full"), "compiled"))
+            compiler.first_done = compiler.first_done or results[-1].report is not None
             continue
-        if report is None:
-            mesh = make_mesh(MeshConfig(name=mesh_cfg.name, shape=cand.shape), devices)
-            started = time.perf_counter()
-            try:
-                step, args = factory(config, mesh, rules)
-                report = compile_report(step, args, loop_trips)
-            except LayoutError as exc:
-                results.append(SearchResult(cand, None, False, math.inf, 0.0, str(exc)))
-                continue
-            except Exception as exc:  # the TPU compiler rejects a program that cannot fit
-                oom = compiler_oom(exc)
-                if oom is None:
-                    raise
-                report = CompileReport(oom[0], 0, oom[0], 0.0, 0.0, 0.0, 0.0)
-                compile_times.append(time.perf_counter() - started)
-                results.append(SearchResult(cand, report, False, math.inf, 0.0, f"compiler: {oom[1]}"))
-                continue
-            compile_times.append(time.perf_counter() - started)
-            if use_cache:
-                cache_path.mkdir(parents=True, exist_ok=True)
-                tmp = cached.with_suffix(".tmp")
-                tmp.write_text(json.dumps(asdict(report)))
-                tmp.replace(cached)
-        step_time = estimate_step_time(report, peak, bandwidth, hardware_flops / len(devices))
-        useful = model_flops / len(devices) if model_flops > 0 else report.flops
-        mfu = useful / (step_time * peak) if step_time > 0 and peak > 0 else 0.0
-        fits = limit is None or report.memory_bytes <= limit
-        results.append(SearchResult(cand, report, fits, step_time, mfu))
-    return sorted(results, key=_rank)
+        outcomes: list[_Outcome] = []
+        for k, (proxy_config, trips) in enumerate(proxies):
+            then = [f"proxy{j}" for j in range(k + 1, len(proxies))]
+            outcomes.append(compiler.run(proxy_config, cand, rules, trips, f"proxy{k}", then))
+            if outcomes[-1].report is None or outcomes[-1].error:
+                break
+        compiler.first_done = compiler.first_done or outcomes[-1].report is not None
+        last = outcomes[-1]
+        if last.report is None or last.error:  # not compiled, or a proxy already too big: the model is bigger still
+            error = f"{last.error} (a {proxies[len(outcomes) - 1][1]}-iteration proxy)" if last.report else None
+            results.append(result(cand, _Outcome(last.report, error or last.error, last.skipped), "proxy"))
+            continue
+        trips = (proxies[0][1], proxies[1][1])
+        estimate = extrapolate(outcomes[0].report, outcomes[1].report, trips, loop_trips)
+        results.append(result(cand, _Outcome(estimate), "extrapolated"))
+    results.sort(key=_rank)
+    # the answer is never an extrapolation when the budget allows: not even "nothing fits" (shallow proxies can be
+    # scheduled differently from the full loop, and then the line through them misses)
+    while proxies and results and results[0].source == "extrapolated":
+        lead = results[0]
+        outcome = compiler.run(config, lead.candidate, rules_of(lead.candidate)[0], loop_trips, "full")
+        if outcome.report is None:  # out of budget: the leader keeps its extrapolated figures, and says so
+            break
+        checked = result(lead.candidate, outcome, "compiled")
+        checked.proxy_memory = lead.report.memory_bytes
+        results[0] = checked
+        results.sort(key=_rank)
+    return results
 
 
 def _rank(r: SearchResult) -> tuple[int, float, float]:

@@ -27,24 +27,25 @@ import numpy as np
 N_LAYER, N_EMBD, N_HEAD, N_CTX, N_VOCAB, BATCH = 6, 384, 6, 256, 8192, 8
 
 
+# The benchmark model and batch as Hydra overrides (also used by train_e2e.py for the `neo train` command).
+BENCH_OVERRIDES = [
+    "model=tiny",
+    f"model.n_layer={N_LAYER}",
+    f"model.n_embd={N_EMBD}",
+    f"model.n_head={N_HEAD}",
+    f"model.n_ctx={N_CTX}",
+    f"model.n_vocab={N_VOCAB}",
+    f'model.attention_types=[[["global"],{N_LAYER}]]',
+    f"train.batch_size={BATCH}",
+    "optimizer.warmup_steps=0",
+]
+
+
 def bench_config(*overrides: str) -> Any:
     """neo's config of the benchmark model, plus any Hydra `overrides` (also used by train_dots.py, train_ab.py)."""
     from neo.config import compose
 
-    return compose(
-        [
-            "model=tiny",
-            f"model.n_layer={N_LAYER}",
-            f"model.n_embd={N_EMBD}",
-            f"model.n_head={N_HEAD}",
-            f"model.n_ctx={N_CTX}",
-            f"model.n_vocab={N_VOCAB}",
-            f'model.attention_types=[[["global"],{N_LAYER}]]',
-            f"train.batch_size={BATCH}",
-            "optimizer.warmup_steps=0",
-            *overrides,
-        ]
-    )
+    return compose([*BENCH_OVERRIDES, *overrides])
 
 
 def bench_neo(steps: int, warmup: int) -> tuple[float, float]:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from train import BATCH, N_CTX, N_EMBD, N_HEAD, N_LAYER, N_VOCAB, torch_model  # noqa: E402
+from train import BATCH, BENCH_OVERRIDES, N_CTX, N_VOCAB, torch_model  # noqa: E402
 
 WARMUP = 5
 
@@ -78,19 +78,11 @@ def prepare(workdir: Path) -> Path:
 
 def overrides(data: Path, run: Path, steps: int) -> list[str]:
     return [
-        "model=tiny",
-        f"model.n_layer={N_LAYER}",
-        f"model.n_embd={N_EMBD}",
-        f"model.n_head={N_HEAD}",
-        f"model.n_ctx={N_CTX}",
-        f"model.n_vocab={N_VOCAB}",
-        f'model.attention_types=[[["global"],{N_LAYER}]]',
-        f"train.batch_size={BATCH}",
+        *BENCH_OVERRIDES,
         f"train.steps={steps}",
         "train.log_every=5",
         f"train.checkpoint_every={steps}",
         "train.eval_steps=0",
-        "optimizer.warmup_steps=0",
         f"data.dir={data}",
         f"train.run_dir={run}",
     ]

@@ -48,11 +48,6 @@ _MIX_BLOCK = 1024  # steps whose dataset choices come from one RNG draw
 _MIX_SALT, _MLM_SALT, _ORDER_SALT, _WINDOW_SALT = 0x5EED, 0x4D4C4D, 0x0D0C, 0x71D0
 
 
-def _records(files: list[str], skip: int) -> Iterator[np.ndarray]:
-    """Token records of `files` in order, after skipping `skip` records (without decoding them)."""
-    return read_records(files, skip)
-
-
 @dataclass
 class _Source:
     """One dataset: an endless, seekable sequence of samples of `length` tokens (the same on every host)."""
@@ -70,11 +65,11 @@ class _Source:
     def _read(self, files: list[str], skip: int) -> Iterator[np.ndarray]:
         """The records of `files` after `skip`; small datasets are read once and kept (bounded memory)."""
         if self.card.tokens > _CACHE_TOKENS:
-            yield from _records(files, skip)
+            yield from read_records(files, skip)
             return
         for f in files:
             if f not in self.cache:
-                self.cache[f] = list(_records([f], 0))
+                self.cache[f] = list(read_records([f]))
         yield from itertools.islice(itertools.chain.from_iterable(self.cache[f] for f in files), skip, None)
 
     def samples_per_epoch(self) -> int:

@@ -297,18 +297,13 @@ class _FileFrames:
 class RecordStream:
     """The token records of `files` in order, as int32 arrays.
 
-    `shard=(index, count)` keeps records index, index+count, ... (counted over all files, like `tf.data`'s
-    `shard`). `skip(n)` skips up to n of those records reading only the framing. Iteration decodes records in
-    batches (one vectorised varint pass per batch).
+    `skip(n)` skips up to n records reading only the framing. Iteration decodes records in batches (one vectorised
+    varint pass per batch).
     """
 
-    def __init__(self, files: Iterable[str | os.PathLike[str]], shard: tuple[int, int] = (0, 1)) -> None:
+    def __init__(self, files: Iterable[str | os.PathLike[str]]) -> None:
         self._files = deque(os.fspath(f) for f in files)
-        self._index, self._count = shard
-        if not 0 <= self._index < self._count:
-            raise ValueError(f"shard index {self._index} not in [0, {self._count})")
         self._current: _FileFrames | None = None
-        self._gap = self._index  # raw records to pass over before this shard's next one
         self._decoded: deque[np.ndarray] = deque()
 
     def _frames(self) -> _FileFrames | None:
@@ -322,20 +317,14 @@ class RecordStream:
         return self._current
 
     def _advance(self, keep: bool) -> bytes | bool | None:
-        """Pass this shard's gap, then read (keep) or skip the next record; None/False at the end of all files."""
+        """Read (keep) or skip the next record; None/False at the end of all files."""
         while True:
             frames = self._frames()
             if frames is None:
                 return None if keep else False
-            if self._gap:
-                if frames.skip():
-                    self._gap -= 1
-                    continue
-            else:
-                got = frames.read() if keep else frames.skip()
-                if got is not None and got is not False:
-                    self._gap = self._count - 1
-                    return got
+            got = frames.read() if keep else frames.skip()
+            if got is not None and got is not False:
+                return got
             frames.close()
             self._current = None
 
@@ -378,11 +367,9 @@ class RecordStream:
         self._decoded.clear()
 
 
-def read_records(
-    files: Iterable[str | os.PathLike[str]], skip: int = 0, *, host_index: int = 0, host_count: int = 1
-) -> Iterator[np.ndarray]:
+def read_records(files: Iterable[str | os.PathLike[str]], skip: int = 0) -> Iterator[np.ndarray]:
     """Iterate the token records of `files` (int32 arrays), after skipping `skip` of them."""
-    stream = RecordStream(files, shard=(host_index, host_count))
+    stream = RecordStream(files)
     stream.skip(skip)
     try:
         yield from stream

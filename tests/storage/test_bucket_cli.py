@@ -18,7 +18,7 @@ import pytest
 
 from neo import storage
 from tests.conftest import GcsEmulator
-from tests.train.conftest import _documents
+from tests.train.conftest import _documents, _tiny_overrides
 
 pytestmark = pytest.mark.multiprocess
 
@@ -85,25 +85,8 @@ def test_tokenizer_and_dataset_written_to_the_bucket(bucket_data: dict[str, str]
 
 
 def _overrides(data: dict[str, str], run_dir: str, *extra: str) -> list[str]:
-    return [
-        "model=tiny",
-        "model.n_vocab=320",
-        "model.n_ctx=32",
-        "model.n_embd=32",
-        "model.n_head=4",
-        "model.window_size=8",
-        "train.batch_size=8",
-        "train.steps=12",
-        "train.log_every=1",
-        "train.checkpoint_every=4",
-        "train.eval_steps=1",
-        "train.async_checkpointing=false",
-        "optimizer.warmup_steps=2",
-        f"data.dir={data['train']}",
-        f"data.eval_dir={data['eval']}",
-        f"--run-dir={run_dir}",
-        *extra,
-    ]
+    """The tiny run of tests/train, longer and checkpointed more often, with data and run directory in the bucket."""
+    return _tiny_overrides(data, run_dir, "train.steps=12", "train.checkpoint_every=4", "train.eval_steps=1", *extra)
 
 
 def _losses(run_dir: str) -> dict[int, float]:

@@ -33,23 +33,7 @@ def test_two_process_training_equals_one_process(
 ) -> None:
     run = tmp_path / "run"
     overrides = tiny_overrides(tiny_dataset, run, "train.steps=3", "train.checkpoint_every=3", "train.eval_steps=0")
-    port = _free_port()
-    procs = []
-    for pid in range(2):
-        env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
-        args = ["--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(pid)]
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "neo.cli.app", "train", *args, *overrides],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    for proc in procs:
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err[-3000:]
+    _finish(_launch(overrides, 2, devices_per_process=2))
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     two_process = [r["loss"] for r in rows if "loss" in r]
     assert (run / "checkpoints" / "3").is_dir()
@@ -66,12 +50,15 @@ def test_two_process_training_equals_one_process(
     np.testing.assert_allclose(two_process, single, rtol=1e-5)
 
 
-def _launch(overrides: list[str], n: int, env: dict[int, dict[str, str]] | None = None) -> list[subprocess.Popen]:
-    """`neo train` as `n` processes of one job on localhost, one CPU device each."""
+def _launch(
+    overrides: list[str], n: int, devices_per_process: int = 1, env: dict[int, dict[str, str]] | None = None
+) -> list[subprocess.Popen]:
+    """`neo train` as `n` processes of one job on localhost, `devices_per_process` CPU devices each."""
     port = _free_port()
     procs = []
     for pid in range(n):
-        proc_env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
+        flags = f"--xla_force_host_platform_device_count={devices_per_process}"
+        proc_env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
         proc_env.update((env or {}).get(pid, {}))
         args = ["--coordinator", f"localhost:{port}", "--num-processes", str(n), "--process-id", str(pid)]
         procs.append(

@@ -1,79 +1,87 @@
-"""Time `neo layout search` with reduced-depth proxies, and check the proxies against full compiles.
+"""Time `neo layout search` as users run it (a fresh process, an empty compile-report cache), screened against
+`--full`, and check the screen's memory figure against full compiles.
 
-    python benchmarks/layout_search.py model=gpt3_xl mesh=v3-256 train.batch_size=512 [--budget S] [--check-all]
-        [--no-proxy] [--cache-dir DIR]
+    python benchmarks/layout_search.py model=xl mesh=v3-256 [--rounds 3] [--no-full] [--check-all]
 
-Prints, per candidate, where its figures come from and the seconds its compiles took, the whole search's wall time,
-and the proxies' memory error against the full compile of the leader (with --check-all, of every ranked candidate:
-slow, a full compile each). Uses a fresh compile-report cache, so every figure is compiled here.
+Each round runs `neo layout search OVERRIDES --budget 600` (screens every pre-screen survivor, compiles the leader
+in full) and then, unless --no-full, the same with `--full` (every survivor compiled in full), each with a fresh
+cache, and prints every round's wall time, how many candidates each ranked, and the medians. --check-all then
+compiles every candidate in full, in this process, and prints its screened and compiled memory per device side by
+side (the screen's error).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 GiB = 1024**3
+NEO = str(Path(sys.executable).with_name("neo"))
+
+
+def timed_search(overrides: list[str], extra: list[str]) -> tuple[float, str]:
+    env = {**os.environ, "NEO_CACHE_DIR": tempfile.mkdtemp(prefix="neo-layout-bench-"), "COLUMNS": "240"}
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [NEO, "layout", "search", *overrides, "--budget", "600", *extra], env=env, capture_output=True, text=True
+    )
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"neo layout search failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    title = re.search(r"([0-9]+) of ([0-9]+) candidates ranked", proc.stdout)
+    return seconds, title.group(0) if title else "?"
+
+
+def check_all(overrides: list[str]) -> None:
+    os.environ["NEO_CACHE_DIR"] = tempfile.mkdtemp(prefix="neo-layout-check-")
+    from neo.cli.layout import prepare_devices
+
+    prepare_devices(overrides)
+    from neo.config import compose
+    from neo.train.dry_run import search_layouts
+
+    cfg = compose(overrides)
+    screened = search_layouts(cfg)  # screens all, compiles the leader
+    full = {r.candidate: r for r in search_layouts(cfg, full=True).results if r.report is not None}  # cache: leader
+    print("candidate | screened GiB | compiled GiB | screen error | screened est. step | compiled est. step")
+    for r in screened.results:
+        if r.report is None or r.candidate not in full:
+            continue
+        f = full[r.candidate]
+        memory = r.screen_memory if r.screen_memory is not None else r.report.memory_bytes
+        step = r.screen_step_s if r.screen_step_s is not None else r.step_time_s
+        print(
+            f"{r.candidate.shape} {r.candidate.layout} | {memory / GiB:.3f} | {f.report.memory_bytes / GiB:.3f} | "
+            f"{memory / f.report.memory_bytes - 1:+.1%} | {step:.3f} s | {f.step_time_s:.3f} s"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("overrides", nargs="*")
-    parser.add_argument("--budget", type=float, default=None, help="compile budget in seconds (default: none)")
-    parser.add_argument("--check-all", action="store_true", help="also compile every extrapolated candidate in full")
-    parser.add_argument("--no-proxy", action="store_true", help="compile every candidate in full instead")
-    parser.add_argument("--cache-dir", help="reuse this compile-report cache (default: a fresh one)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-full", action="store_true", help="time only the default (screened) search")
+    parser.add_argument("--check-all", action="store_true", help="compile every candidate in full: the screen's error")
     args = parser.parse_args()
-    os.environ["NEO_CACHE_DIR"] = args.cache_dir or tempfile.mkdtemp(prefix="neo-layout-bench-")
-    print(f"cache: {os.environ['NEO_CACHE_DIR']}", flush=True)
-
-    from neo.cli.layout import prepare_devices
-
-    prepare_devices(args.overrides)
-    from neo.config import compose
-    from neo.parallel.search import search
-    from neo.train.dry_run import scan_length, search_layouts, step_factory
-
-    cfg = compose(args.overrides)
-    start = time.perf_counter()
-    found = search_layouts(
-        cfg,
-        budget_s=args.budget,
-        proxy=not args.no_proxy,
-        progress=lambda i, n, c: print(f"{time.perf_counter() - start:.0f} s: {i + 1}/{n} {c}", flush=True),
-    )
-    wall = time.perf_counter() - start
-    print(
-        f"{cfg.mesh.name}, proxies of {found.proxy_layers} layers: {found.compiled} of {found.screened} ranked, "
-        f"{wall:.0f} s wall\n{found.compiler}"
-    )
-    for r in found.results:
-        if r.report is None:
-            status = "not compiled" if r.skipped else "rejected"
-            print(f"  {r.candidate.shape} {r.candidate.layout}: {status}: {r.error.removeprefix(status + ': ')}")
-            continue
-        error = f", proxy error {r.proxy_error:+.2%}" if r.proxy_error is not None else ""
-        print(
-            f"  {r.candidate.shape} {r.candidate.layout}: {r.report.memory_bytes / GiB:.3f} GiB ({r.source}), "
-            f"fits {r.fits}, {r.report.compile_s:.0f} s{error}"
-        )
-    if not args.check_all:
-        return
-    from neo.model.params import abstract_variables
-
-    trips = scan_length(abstract_variables(cfg.model)["params"])
-    for r in found.results:
-        if r.source != "extrapolated":
-            continue
-        t = time.perf_counter()
-        full = search(cfg, cfg.mesh, step_factory, [r.candidate], loop_trips=trips)[0]
-        seconds, error = time.perf_counter() - t, r.report.memory_bytes / full.report.memory_bytes - 1
-        print(
-            f"  full {r.candidate.shape} {r.candidate.layout}: {full.report.memory_bytes / GiB:.3f} GiB "
-            f"in {seconds:.0f} s, proxy error {error:+.2%}"
-        )
+    kinds = {"screened": []} if args.no_full else {"screened": [], "--full": []}
+    for i in range(args.rounds):
+        for kind, times in kinds.items():
+            seconds, ranked = timed_search(args.overrides, ["--full"] if kind == "--full" else [])
+            times.append(seconds)
+            print(f"round {i + 1}, {kind}: {seconds:.1f} s ({ranked})", flush=True)
+    for kind, times in kinds.items():
+        print(f"median {kind}: {statistics.median(times):.1f} s over {len(times)} rounds")
+    if len(kinds) == 2:
+        print(f"speed-up: {statistics.median(kinds['--full']) / statistics.median(kinds['screened']):.2f}x")
+    if args.check_all:
+        check_all(args.overrides)
 
 
 if __name__ == "__main__":

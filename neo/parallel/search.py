@@ -13,6 +13,7 @@ import importlib.util
 import itertools
 import json
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -65,16 +66,17 @@ class SearchResult:
     mfu: float  # model FLOPs per device / (estimated step time x peak); the compiler's FLOPs if no model count
     error: str | None = None
     skipped: bool = False  # not compiled: the time budget ran out before its turn (the pre-screen passed it)
-    source: str = ""  # of `report`: "compiled" (the full program), "extrapolated" (from two reduced-depth proxies),
-    # or "proxy" (a proxy alone: the compiler's refusal of a proxy bounds the full program from below)
-    proxy_memory: int | None = None  # for a candidate first extrapolated, then compiled in full: the extrapolation
+    source: str = ""  # of `report`: "compiled" (the full program) or "screened" (the compiler's buffer assignment
+    # before code generation, `neo.parallel.screen`: code generation adds temporaries, so it errs low)
+    screen_memory: int | None = None  # for a candidate first screened, then compiled in full: the screen's figure
+    screen_step_s: float | None = None  # and its screened step time, on which it is still ranked (one basis for all)
 
     @property
-    def proxy_error(self) -> float | None:
-        """(extrapolated - compiled) / compiled memory per device, where both exist."""
-        if self.proxy_memory is None or self.report is None or not self.report.memory_bytes:
+    def screen_error(self) -> float | None:
+        """(screened - compiled) / compiled memory per device, where both exist."""
+        if self.screen_memory is None or self.report is None or not self.report.memory_bytes:
             return None
-        return self.proxy_memory / self.report.memory_bytes - 1
+        return self.screen_memory / self.report.memory_bytes - 1
 
 
 def factorizations(n: int, max_axes: int = 4) -> list[tuple[int, ...]]:
@@ -414,43 +416,50 @@ class _Outcome:
 
 
 class _Compiler:
-    """Compiles (config, candidate) pairs for the search: an on-disk cache of reports, and one time budget shared
-    by every compile (the next starts only if the time spent plus the mean of its kind, and of the compiles that must
-    follow it for the same candidate, still fits; the first candidate always gets its figures)."""
+    """Compiles (or screens) candidates for the search: an on-disk cache of reports, and one time budget shared by
+    every compile (the next starts only if the seconds spent plus the mean of its kind still fit; the first candidate
+    always gets its figures)."""
 
     def __init__(
-        self,
-        factory: StepFactory,
-        mesh_cfg: MeshConfig,
-        devices: list[Any],
-        use_cache: bool,
-        budget_s: float | None,
+        self, factory: StepFactory, mesh_cfg: MeshConfig, devices: list[Any], use_cache: bool, budget_s: float | None
     ) -> None:
         self.factory, self.mesh_cfg, self.devices = factory, mesh_cfg, devices
         self.use_cache, self.budget_s = use_cache, budget_s
         self.cache_path = cache_dir() / "layout_search"
-        self.times: dict[str, list[float]] = {}  # seconds per compile, by kind ("full", "proxy0", ...)
+        self.times: dict[str, list[float]] = {}  # seconds per compile, by kind ("full", "screen")
+        self.spent = 0.0  # wall seconds of compiling so far
         self.first_done = False  # set by the search once a candidate has its figures
 
-    def _fits_budget(self, kinds: Sequence[str]) -> bool:
-        spent = [t for ts in self.times.values() for t in ts]
+    def fits_budget(self, kind: str, spent: float | None = None) -> bool:
+        spent = self.spent if spent is None else spent
         if self.budget_s is None or not self.first_done:
             return True
-        if not spent:
-            return True
-        means = [sum(same) / len(same) for same in (self.times.get(kind) or spent for kind in kinds)]
-        return sum(spent) + sum(means) <= self.budget_s
+        same = self.times.get(kind) or [t for ts in self.times.values() for t in ts]
+        return not same or spent + sum(same) / len(same) <= self.budget_s
 
-    def run(
-        self, config: Any, cand: Candidate, rules: Rules, trips: int, kind: str, then: Sequence[str] = ()
-    ) -> _Outcome:
-        """Compile (or read from the cache) one program; `then` names the kinds of compile that must follow."""
+    def _cached(self, config: Any, cand: Candidate, kind: str) -> tuple[Any, CompileReport | None]:
+        key = _cache_key(config, cand, self.devices) + ("" if kind == "full" else f"-{kind}")
+        path = self.cache_path / f"{key}.json"
+        if self.use_cache and path.is_file():
+            return path, CompileReport(**json.loads(path.read_text()))
+        return path, None
+
+    def _store(self, path: Any, report: CompileReport, kind: str) -> None:
+        self.times.setdefault(kind, []).append(report.compile_s)
+        if self.use_cache:
+            self.cache_path.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(asdict(report)))
+            tmp.replace(path)
+
+    def run(self, config: Any, cand: Candidate, rules: Rules, trips: int, force: bool = False) -> _Outcome:
+        """Compile (or read from the cache) the full program of one candidate; `force` ignores the budget."""
         from neo.parallel.mesh import make_mesh
 
-        cached = self.cache_path / f"{_cache_key(config, cand, self.devices)}.json"
-        if self.use_cache and cached.is_file():
-            return _Outcome(CompileReport(**json.loads(cached.read_text())))
-        if not self._fits_budget([kind, *then]):
+        path, cached = self._cached(config, cand, "full")
+        if cached is not None:
+            return _Outcome(cached)
+        if not force and not self.fits_budget("full"):
             return _Outcome(None, f"not compiled: the {self.budget_s:g} s compile budget is spent", skipped=True)
         mesh = make_mesh(MeshConfig(name=self.mesh_cfg.name, shape=cand.shape), self.devices)
         started = time.perf_counter()
@@ -463,16 +472,51 @@ class _Compiler:
             oom = compiler_oom(exc)
             if oom is None:
                 raise
-            self.times.setdefault(kind, []).append(time.perf_counter() - started)
-            return _Outcome(CompileReport(oom[0], 0, oom[0], 0.0, 0.0, 0.0, 0.0), f"compiler: {oom[1]}")
+            seconds = time.perf_counter() - started
+            self.spent += seconds
+            self.times.setdefault("full", []).append(seconds)
+            return _Outcome(CompileReport(oom[0], 0, oom[0], 0.0, 0.0, 0.0, seconds), f"compiler: {oom[1]}")
         report.compile_s = time.perf_counter() - started  # building the step and lowering it count too
-        self.times.setdefault(kind, []).append(report.compile_s)
-        if self.use_cache:
-            self.cache_path.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(".tmp")
-            tmp.write_text(json.dumps(asdict(report)))
-            tmp.replace(cached)
+        self.spent += report.compile_s
+        self._store(path, report, "full")
         return _Outcome(report)
+
+    def screen(
+        self, config: Any, cands: Sequence[Candidate], trips: int, on_start: Callable[[int], None]
+    ) -> list[_Outcome]:
+        """Screen `cands` in parallel child processes (`neo.parallel.screen`), cached ones free; each starts only
+        while the budget allows (seconds spent so far, this phase's wall time, plus the mean of one screen)."""
+        from neo.parallel.screen import ScreenJob, ScreenOutcome, screen
+
+        outcomes: list[_Outcome | None] = [None] * len(cands)
+        todo: list[int] = []
+        for i, cand in enumerate(cands):
+            _, cached = self._cached(config, cand, "screen")
+            if cached is not None:
+                outcomes[i] = _Outcome(cached)
+                self.first_done = True
+            else:
+                todo.append(i)
+        jobs = [ScreenJob(self.factory, config, self.mesh_cfg, cands[i], trips) for i in todo]
+        began = time.perf_counter()
+
+        def start(k: int) -> bool:
+            if not self.fits_budget("screen", self.spent + time.perf_counter() - began):
+                spent = f"not screened: the {self.budget_s:g} s compile budget is spent"
+                outcomes[todo[k]] = _Outcome(None, spent, skipped=True)
+                return False
+            self.first_done = True  # the first job always starts; the budget then judges the rest
+            on_start(todo[k])
+            return True
+
+        def done(k: int, found: ScreenOutcome) -> None:
+            if found.report is not None and found.error is None:
+                self._store(self._cached(config, cands[todo[k]], "screen")[0], found.report, "screen")
+            outcomes[todo[k]] = _Outcome(found.report, found.error)
+
+        screen(jobs, min(os.cpu_count() or 1, 8), start, done)
+        self.spent += time.perf_counter() - began
+        return [o or _Outcome(None, "not screened") for o in outcomes]
 
 
 def search(
@@ -489,29 +533,27 @@ def search(
     loop_trips: int = 1,
     devices: Sequence[Any] | None = None,
     use_cache: bool = True,
-    progress: Callable[[int, int, Candidate], None] | None = None,
+    progress: Callable[[int, int, Candidate, str], None] | None = None,
     budget_s: float | None = None,
-    proxies: Sequence[tuple[Any, int]] = (),
+    screen: bool = False,
 ) -> list[SearchResult]:
     """Compile every candidate that survives `prescreen` (which raises LayoutError to reject) and rank them:
     fitting candidates first, then by estimated step time, then by memory. Every candidate comes back: compiled,
-    rejected (`error`), or not compiled for the budget (`skipped`).
+    screened, rejected (`error`), or not compiled for the budget (`skipped`).
 
     `model_flops` is the useful work of one step over all devices (6N·tokens + attention), for MFU;
     `hardware_flops` what the devices execute for it (remat recomputation included), a floor under the compiler's
     loop-blind FLOP count; `loop_trips` the iterations of the scanned layers (see `collective_bytes`).
-    `proxies`, two (config, scan iterations) of the same model with a shallower layer stack: each candidate is then
-    ranked on figures extrapolated from the two (`neo.parallel.proxy`), and the leader is compiled in full (repeatedly,
-    while an extrapolated candidate leads, fitting or not) to replace its figures with the real ones and measure the
-    proxies' error.
-    With `budget_s`, a compile starts only while the compiles so far plus the mean of its kind stay within it (the
-    first always does; cached reports are free): a 13B TPU compile takes 25-45 s on two cores.
+    With `screen` (for TPU targets compiled ahead of time by libtpu; `factory` must then be picklable), every
+    candidate is ranked on the compiler's figures before code generation (`neo.parallel.screen`), several at once,
+    and the leader is compiled in full (again while a screened candidate leads, within the budget) to replace its
+    figures with the final ones and measure the screen's error. `progress(i, n, candidate, stage)` reports each
+    compile as it starts ("screening" or "compiling").
+    With `budget_s`, a compile starts only while the seconds spent plus the mean of its kind stay within it (the
+    first always does, and so does the leader's first full compile; cached reports are free).
     """
     from neo.parallel.flops import bandwidth_per_device
-    from neo.parallel.proxy import extrapolate
 
-    if proxies and len(proxies) != 2:
-        raise ValueError(f"two proxies are needed to extrapolate, got {len(proxies)}")
     if devices is None:
         devices, _ = target_devices(mesh_cfg)
     devices = list(devices)
@@ -538,9 +580,8 @@ def search(
 
     cand_list = list(cands)
     results: list[SearchResult] = []
-    for i, cand in enumerate(cand_list):
-        if progress is not None:
-            progress(i, len(cand_list), cand)
+    survivors: list[Candidate] = []
+    for cand in cand_list:
         rules, axes = rules_of(cand)
         try:
             if prescreen is not None:
@@ -548,40 +589,42 @@ def search(
         except LayoutError as exc:
             results.append(SearchResult(cand, None, False, math.inf, 0.0, str(exc)))
             continue
-        if not proxies:
-            results.append(result(cand, compiler.run(config, cand, rules, loop_trips, "full"), "compiled"))
+        survivors.append(cand)
+
+    def report_start(i: int, stage: str) -> None:
+        if progress is not None:
+            progress(i, len(survivors), survivors[i], stage)
+
+    if screen:
+        outcomes = compiler.screen(config, survivors, loop_trips, lambda i: report_start(i, "screening"))
+        results += [result(cand, o, "screened") for cand, o in zip(survivors, outcomes, strict=True)]
+    else:
+        for i, cand in enumerate(survivors):
+            report_start(i, "compiling")
+            results.append(result(cand, compiler.run(config, cand, rules_of(cand)[0], loop_trips), "compiled"))
             compiler.first_done = compiler.first_done or results[-1].report is not None
-            continue
-        outcomes: list[_Outcome] = []
-        for k, (proxy_config, trips) in enumerate(proxies):
-            then = [f"proxy{j}" for j in range(k + 1, len(proxies))]
-            outcomes.append(compiler.run(proxy_config, cand, rules, trips, f"proxy{k}", then))
-            if outcomes[-1].report is None or outcomes[-1].error:
-                break
-        compiler.first_done = compiler.first_done or outcomes[-1].report is not None
-        last = outcomes[-1]
-        if last.report is None or last.error:  # not compiled, or a proxy already too big: the model is bigger still
-            error = f"{last.error} (a {proxies[len(outcomes) - 1][1]}-iteration proxy)" if last.report else None
-            results.append(result(cand, _Outcome(last.report, error or last.error, last.skipped), "proxy"))
-            continue
-        trips = (proxies[0][1], proxies[1][1])
-        estimate = extrapolate(outcomes[0].report, outcomes[1].report, trips, loop_trips)
-        results.append(result(cand, _Outcome(estimate), "extrapolated"))
     results.sort(key=_rank)
-    # the answer is never an extrapolation when the budget allows: not even "nothing fits" (shallow proxies can be
-    # scheduled differently from the full loop, and then the line through them misses)
-    while proxies and results and results[0].source == "extrapolated":
+    # the answer's figures are the full compile's: the leader's first full compile ignores the budget; a screened
+    # leader the compiler refused is already the answer (nothing fits), as code generation only adds memory
+    forced = True
+    while screen and results and results[0].source == "screened" and not results[0].error:
         lead = results[0]
-        outcome = compiler.run(config, lead.candidate, rules_of(lead.candidate)[0], loop_trips, "full")
-        if outcome.report is None:  # out of budget: the leader keeps its extrapolated figures, and says so
+        if progress is not None:
+            progress(0, 1, lead.candidate, "compiling the leader")
+        outcome = compiler.run(config, lead.candidate, rules_of(lead.candidate)[0], loop_trips, force=forced)
+        forced = False
+        if outcome.report is None:  # out of budget: the leader keeps its screened figures, and says so
             break
         checked = result(lead.candidate, outcome, "compiled")
-        checked.proxy_memory = lead.report.memory_bytes
+        checked.screen_memory, checked.screen_step_s = lead.report.memory_bytes, lead.step_time_s
         results[0] = checked
         results.sort(key=_rank)
     return results
 
 
 def _rank(r: SearchResult) -> tuple[int, float, float]:
+    """Fitting first, then by estimated step time (a compiled leader by its screened one: code generation changes the
+    byte counts a little, and ranks should compare like with like), then by memory."""
     memory = r.report.memory_bytes if r.report else math.inf
-    return (0 if r.fits else 1 if r.report else 2, r.step_time_s, memory)
+    step = r.screen_step_s if r.screen_step_s is not None else r.step_time_s
+    return (0 if r.fits else 1 if r.report else 2, step, memory)

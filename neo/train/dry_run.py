@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import flax.linen as nn
@@ -205,32 +205,14 @@ class LayoutSearch:
     results: list[SearchResult]
     exact: bool  # compiled by the target's own compiler (real devices or libtpu), not simulated CPU devices
     compiler: str  # which one (neo.parallel.search.compiler_name)
-    screened: int  # candidates considered before compiling
-    compiled: int  # candidates with compiler figures (in full or extrapolated from proxies)
-    proxy_layers: tuple[int, ...] = ()  # layers of the reduced-depth proxies, when figures were extrapolated
+    considered: int  # candidates enumerated, before the pre-screen
+    ranked: int  # candidates with compiler figures (compiled in full, or screened)
 
 
-def depth_proxies(cfg: NeoConfig) -> list[tuple[NeoConfig, int]]:
-    """Two copies of `cfg` with a shallower scanned layer stack, with their scan iterations (`neo.parallel.proxy`);
-    none when the model is not scanned or is already as shallow as a proxy."""
-    from neo.parallel.proxy import proxy_trips
-
-    model = cfg.model
-    period = model.scan_period()
-    trips = proxy_trips(model.n_layer // period) if model.scan_layers else None
-    if trips is None:
-        return []
-    kinds = model.layer_kinds()[:period]
-    out = []
-    for t in trips:
-        shallow = replace(
-            model,
-            n_layer=t * period,
-            attention_types=[[[kind for kind, _ in kinds], t]],
-            moe_layers=[i for i in range(t * period) if kinds[i % period][1]],
-        )
-        out.append((replace(cfg, model=shallow), t))
-    return out
+def screens(devices: list[Any], exact: bool) -> bool:
+    """Whether the search screens candidates before code generation (`neo.parallel.screen`): for TPUs compiled ahead
+    of time by libtpu without them, where code generation is ~95% of a compile and the compiler runs in a child."""
+    return exact and devices[0].platform == "tpu" and jax.default_backend() != "tpu"
 
 
 def search_layouts(
@@ -240,15 +222,15 @@ def search_layouts(
     exact_top: int | None = None,
     progress: Any = None,
     budget_s: float | None = None,
-    proxy: bool = False,
+    full: bool = False,
 ) -> LayoutSearch:
     """Rank (mesh shape, layout) candidates for `cfg` on its mesh preset.
 
     Pre-screen every candidate without compiling (divisibility and axis-reuse checks, then the analytic memory of
     parameters, gradients and optimizer state), keep the `exact_top` most data-parallel survivors (all by default),
-    compile the real train step for each against abstract inputs, and rank by the compiler's per-device memory and
-    estimated step time. With `proxy`, deep scanned models are ranked on figures extrapolated from two shallow
-    proxies and the leader is then compiled in full (`neo.parallel.search.search`). `budget_s` bounds the compiling.
+    and rank them by the compiler's per-device memory and estimated step time. For TPUs compiled ahead of time the
+    survivors are screened (the compiler stopped before code generation, several at once) and the leader compiled in
+    full; elsewhere, or with `full`, each survivor is compiled in full. `budget_s` bounds the compiling.
     Every candidate is in the result: ranked, rejected with its reason, or skipped with the reason.
     """
     from neo.model.params import abstract_variables
@@ -281,7 +263,6 @@ def search_layouts(
     for _, _, cand in survivors[len(chosen) :]:
         reason = f"not compiled: only the {len(chosen)} most data-parallel survivors were (--compile)"
         rejected.append(SearchResult(cand, None, False, math.inf, 0.0, reason, skipped=True))
-    proxies = depth_proxies(cfg) if proxy else []
     results = search(
         cfg,
         cfg.mesh,
@@ -295,13 +276,12 @@ def search_layouts(
         devices=devices,
         progress=progress,
         budget_s=budget_s,
-        proxies=proxies,
+        screen=not full and screens(devices, exact),
     )
     return LayoutSearch(
         results=results + rejected,
         exact=exact,
         compiler=compiler_name(devices, exact),
-        screened=len(cands),
-        compiled=sum(r.report is not None for r in results),
-        proxy_layers=tuple(c.model.n_layer for c, _ in proxies),
+        considered=len(cands),
+        ranked=sum(r.report is not None for r in results),
     )

@@ -57,10 +57,10 @@ def test_layout_search_ranks_fitting_candidates_first_and_accounts_for_every_can
 
     found = search_layouts(compose([*SMALL, "mesh=cpu-8"]), and_mesh_shape=True, exact_top=3)
     compiled = [r for r in found.results if r.report is not None]
-    assert found.compiled == len(compiled) == 3 and found.exact  # 8 real (host) CPU devices: cpu-8 exactly
-    assert compiled[0].fits and all(r.source == "compiled" for r in compiled)  # 2 layers: too shallow for proxies
+    assert found.ranked == len(compiled) == 3 and found.exact  # 8 real (host) CPU devices: cpu-8 exactly
+    assert compiled[0].fits and all(r.source == "compiled" for r in compiled)  # CPU targets compile in full
     assert [r.step_time_s for r in compiled if r.fits] == sorted(r.step_time_s for r in compiled if r.fits)
-    assert found.screened == len(candidates(8, and_mesh_shape=True)) == len(found.results)
+    assert found.considered == len(candidates(8, and_mesh_shape=True)) == len(found.results)
     rest = [r for r in found.results if r.report is None]
     assert rest and all(r.error for r in rest)  # rejected, or not compiled, each with its reason
     assert any(r.skipped and "--compile" in r.error for r in rest)
@@ -137,44 +137,6 @@ def test_layout_search_for_gpt3_xl_on_v3_256_with_the_tpu_compiler(capsys: pytes
     assert found.exact and found.compiler.startswith("TPU compiler (libtpu") and len(compiled) == 2
     assert compiled[0].fits and compiled[0].report.memory_bytes < 16 * 2**30
     assert all(0 < r.mfu < 1 for r in compiled if r.fits)
-    print(f"gpt3_xl on v3-256: {seconds:.0f} s, best {compiled[0].candidate}")
-
-
-# 8 layers of a global/local pattern: four scan iterations, so the search ranks on 4- and 6-layer proxies
-DEEP = [*SMALL, "model.n_layer=8", "model.attention_types=[[[global,local],4]]"]
-
-
-@pytest.fixture(scope="module")
-def search_cache(tmp_path_factory: pytest.TempPathFactory):
-    """One compile-report cache for the search tests below: the CLI test reads what the first one compiled."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("NEO_CACHE_DIR", str(tmp_path_factory.mktemp("neo-cache")))
-        yield
-
-
-@pytest.mark.usefixtures("search_cache")
-def test_layout_search_extrapolates_from_shallow_proxies_within_two_percent() -> None:
-    found = search_layouts(compose([*DEEP, "mesh=cpu-8"]), exact_top=1, proxy=True)
-    assert found.proxy_layers == (4, 6)
-    (leader,) = [r for r in found.results if r.report is not None]
-    # the leader was extrapolated, then compiled in full: its figures are the full compile's, the error is measured
-    assert leader.source == "compiled" and leader.proxy_error is not None
-    assert abs(leader.proxy_error) < 0.02, leader.proxy_error
-
-
-@pytest.mark.usefixtures("search_cache")
-def test_cli_layout_search_names_where_figures_come_from(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(["layout", "search", *DEEP, "mesh=cpu-8", "--compile", "1", "--proxy"]) == 0
-    captured = capsys.readouterr()
-    assert "compiled" in captured.out and "not compiled" in captured.out and "4/6-layer proxies" in captured.out
-    assert "proxy check" in captured.err and "full compile" in captured.err
-
-
-@pytest.mark.slow
-@needs_libtpu
-def test_gpt3_xl_proxies_on_v3_256_extrapolate_the_tpu_compilers_memory() -> None:
-    """The 4- and 6-layer proxies of gpt3_xl (24 layers) against the TPU compiler's full compile of the leader."""
-    found = search_layouts(compose(["model=gpt3_xl", "mesh=v3-256", "train.batch_size=512"]), exact_top=1, proxy=True)
-    (leader,) = [r for r in found.results if r.report is not None]
-    assert found.proxy_layers == (4, 6) and leader.source == "compiled" and leader.fits
-    assert abs(leader.proxy_error) < 0.03, leader.proxy_error  # -2.2% to +0.04% measured
+    # both screened, the leader then compiled in full: code generation adds 15-37% temporaries (measured)
+    assert compiled[0].source == "compiled" and -0.4 < compiled[0].screen_error <= 0
+    print(f"gpt3_xl on v3-256: {seconds:.0f} s, best {compiled[0].candidate}, screen {compiled[0].screen_error:+.1%}")

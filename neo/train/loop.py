@@ -27,6 +27,7 @@ from neo.errors import CheckpointError, ConfigError, TrainingError
 from neo.train.checkpoint import Checkpoints, load_snapshot
 from neo.train.metrics import MetricsWriter, flops_per_token
 from neo.train.prefetch import Prefetch
+from neo.train.run_lock import run_lock
 from neo.train.session import Session, build_session
 
 StepHook = Callable[[dict[str, Any]], None]
@@ -112,6 +113,12 @@ def train(cfg: NeoConfig, run_dir: str | Path, hooks: Hooks | None = None) -> Tr
     if cfg.train.predict_steps and jax.process_count() > 1:
         raise ConfigError("train.predict_steps samples on one process only for now; set train.predict_steps=0")
     session = build_session(cfg, run_dir)  # every user error (config, data, layout) surfaces before anything is written
+    with run_lock(run_dir) if is_chief else contextlib.nullcontext():
+        return _train(cfg, run_dir, session, hooks)
+
+
+def _train(cfg: NeoConfig, run_dir: str, session: Session, hooks: Hooks) -> TrainResult:
+    is_chief = jax.process_index() == 0
     if is_chief:
         prepare_run_dir(cfg, run_dir)
     if is_chief and session.card is not None:

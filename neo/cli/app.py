@@ -76,7 +76,7 @@ def run(argv: list[str] | None = None) -> int:
     from typer._click.exceptions import ClickException  # typer vendors click; this is its usage-error base
 
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # a command's typer.Exit(code) comes back as its return value
     except NeoError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return exc.exit_code
@@ -91,7 +91,7 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/]")
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def main() -> None:

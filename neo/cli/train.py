@@ -56,9 +56,14 @@ def train_command(
         train(cfg, cfg.train.run_dir)
         return
     result = run_with_progress(cfg, cfg.train.run_dir)
-    if result.stopped_by_signal:
-        err.print(f"[yellow]stopped at step {result.final_step} by a signal; checkpoint saved — rerun to resume[/]")
     out.print(f"run {result.run_dir}: steps {result.start_step} → {result.final_step}")
+    if result.stopped_by_signal:
+        import signal
+
+        name = signal.Signals(result.stopped_by_signal).name
+        err.print(f"[yellow]stopped at step {result.final_step} by {name}; checkpoint saved — rerun to resume[/]")
+        if result.stopped_by_signal == signal.SIGINT:
+            raise typer.Exit(130)  # the shell's code for Ctrl-C; SIGTERM (preemption) stays a clean exit
 
 
 def run_with_progress(cfg: NeoConfig, run_dir: str) -> TrainResult:

@@ -52,7 +52,7 @@ class TrainResult:
     final_step: int
     eval_losses: list[tuple[int, float]] = field(default_factory=list)
     losses: list[tuple[int, float]] = field(default_factory=list)
-    stopped_by_signal: bool = False
+    stopped_by_signal: int | None = None  # the signal (SIGTERM, SIGINT) that stopped the run after a checkpoint
 
 
 def prepare_run_dir(cfg: NeoConfig, run_dir: str) -> None:
@@ -70,7 +70,8 @@ def prepare_run_dir(cfg: NeoConfig, run_dir: str) -> None:
 
 
 class _StopFlag:
-    """Turns SIGTERM/SIGINT into a flag the loop checks between steps (save, then exit cleanly)."""
+    """Turns SIGTERM/SIGINT into a flag the loop checks between steps (save, then exit cleanly). A second Ctrl-C
+    stops at once (KeyboardInterrupt): checkpoints commit atomically, so an interrupted save is never loaded."""
 
     def __init__(self) -> None:
         self.signalled: int | None = None
@@ -83,6 +84,8 @@ class _StopFlag:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.signalled == signal.SIGINT:
+            raise KeyboardInterrupt
         self.signalled = signum
 
     def __exit__(self, *exc: Any) -> None:
@@ -193,7 +196,7 @@ def _train(cfg: NeoConfig, run_dir: str, session: Session, hooks: Hooks) -> Trai
                         if row is not None:
                             hooks.on_predict(row)
                 if signalled:
-                    result.stopped_by_signal = True
+                    result.stopped_by_signal = stop.signalled
                     break
                 if save_now or eval_now or first:
                     meter.restart_clock()

@@ -147,20 +147,41 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(
 
 
 @pytest.mark.multiprocess
-def test_sigterm_saves_and_exits_cleanly(
-    tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides: Callable
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
+def test_sigterm_and_ctrl_c_save_then_exit(
+    tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides: Callable, sig: int, code: int
 ) -> None:
     run = tmp_path / "run"
     proc = _cli(tiny_overrides(tiny_dataset, run, "train.steps=100000", "train.checkpoint_every=100000"))
     _wait_for(run / "metrics.jsonl", proc)
     time.sleep(1.0)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-2000:]
+    assert proc.returncode == code, err[-2000:]
+    assert "checkpoint saved" in err and "Traceback" not in err
     entries = [p.name for p in (run / "checkpoints").iterdir()]
     saved = [int(name) for name in entries if name.isdigit()]
     assert len(saved) == 1 and 0 < saved[0] < 100000, (entries, err[-2000:])
     assert max(losses(run)) == saved[0]
+
+
+@pytest.mark.multiprocess
+def test_a_second_ctrl_c_stops_at_once_and_the_run_still_resumes(
+    tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides: Callable
+) -> None:
+    run = tmp_path / "run"
+    extra = ["train.steps=100000", "train.checkpoint_every=2"]
+    proc = _cli(tiny_overrides(tiny_dataset, run, *extra))
+    _wait_for(run / "checkpoints" / "4", proc)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    latest = max(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
+    again = _cli(tiny_overrides(tiny_dataset, run, f"train.steps={latest + 2}", "train.checkpoint_every=2"))
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err[-2000:]
+    assert max(losses(run)) == latest + 2
 
 
 def test_same_losses_on_one_and_eight_devices_dp_and_mp(

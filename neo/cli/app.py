@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -24,6 +25,18 @@ def _quiet_libraries() -> None:
 
     logging.getLogger("absl").setLevel(logging.ERROR)
     logging.getLogger("jax").setLevel(logging.ERROR)
+    # an orbax restore runs one asyncio task per array: when a damaged checkpoint fails one (neo reports it in one
+    # line), the others' errors would be logged as "Task exception was never retrieved" tracebacks
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    previous = sys.unraisablehook
+
+    def drop_late_callbacks(unraisable: Any) -> None:
+        # ...and the reads still in flight then call back into orbax's closed event loop
+        if isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value):
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = drop_late_callbacks
 
 
 _quiet_libraries()

@@ -103,12 +103,20 @@ def run_with_progress(cfg: NeoConfig, run_dir: str) -> TrainResult:
     def on_checkpoint(info: dict) -> None:
         bar.console.print(f"step {info['step']}: checkpoint saved")
 
+    def on_warning(message: str) -> None:
+        bar.console.print(f"[yellow]warning:[/] {message}", highlight=False)
+
     with bar:
         return train(
             cfg,
             run_dir,
             Hooks(
-                on_start=on_start, on_step=on_step, on_advance=on_advance, on_eval=on_eval, on_checkpoint=on_checkpoint
+                on_start=on_start,
+                on_step=on_step,
+                on_advance=on_advance,
+                on_eval=on_eval,
+                on_checkpoint=on_checkpoint,
+                on_warning=on_warning,
             ),
         )
 

@@ -54,6 +54,13 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def all_steps(self) -> list[int]:
+        """Committed steps, newest first."""
+        return sorted(self.manager.all_steps(), reverse=True)
+
+    def delete(self, step: int) -> None:
+        self.manager.delete(step)
+
     def save(self, step: int, state: dict[str, Any] | None, meta: dict[str, Any], params: Any = None) -> None:
         """Save `state` (params + optimizer), or `params` alone (a converted or exported model)."""
         items: dict[str, Any] = {"meta": ocp.args.JsonSave({**meta, "step": step, "params_only": state is None})}

@@ -9,6 +9,7 @@ a non-finite loss stops the run before anything is saved, so the last good check
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import signal
@@ -43,6 +44,7 @@ class Hooks:
     on_eval: StepHook = lambda row: None
     on_checkpoint: StepHook = lambda info: None
     on_predict: StepHook = lambda row: None
+    on_warning: Callable[[str], None] = logging.getLogger("neo").warning  # e.g. a damaged checkpoint skipped
 
 
 @dataclass
@@ -128,7 +130,7 @@ def _train(cfg: NeoConfig, run_dir: str, session: Session, hooks: Hooks) -> Trai
         copy_tokenizer(storage.join(cfg.data.dir, session.card.tokenizer), run_dir)
     tcfg = cfg.train
     ckpts = Checkpoints(run_dir, keep=tcfg.keep_checkpoints, async_save=tcfg.async_checkpointing)
-    state, start_step = session.initial_state(ckpts)
+    state, start_step = session.initial_state(ckpts, hooks.on_warning)
     writer = MetricsWriter(run_dir, enabled=is_chief)
     writer.truncate_after(start_step)
     tokens_per_step = tcfg.batch_size * cfg.model.n_ctx

@@ -6,7 +6,8 @@ compile is the same one training runs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -73,12 +74,34 @@ class Session:
     def fresh_state(self) -> State:
         return init_state(self.model, self.tx, self.layout, self.cfg.train.seed, self.mesh, self.rules)
 
-    def initial_state(self, ckpts: Checkpoints) -> tuple[State, int]:
-        """Resume from the newest checkpoint if there is one; a params-only checkpoint (converted model) starts
-        fine-tuning from its weights with a fresh optimizer at step 0."""
-        step = ckpts.latest_step()
-        if step is None:
+    def initial_state(
+        self, ckpts: Checkpoints, warn: Callable[[str], None] = logging.getLogger("neo").warning
+    ) -> tuple[State, int]:
+        """Resume from the newest checkpoint that reads back; a params-only checkpoint (converted model) starts
+        fine-tuning from its weights with a fresh optimizer at step 0.
+
+        A committed checkpoint damaged afterwards (truncated or deleted files: a full disk, a bad copy) is skipped
+        with a warning naming it, and removed so that training can write that step again; when none reads back, the
+        run stops with a CheckpointError rather than silently starting afresh.
+        """
+        steps = ckpts.all_steps()
+        if not steps:
             return self.fresh_state(), 0
+        for step in steps:
+            try:
+                return self._restore(ckpts, step)
+            except CheckpointError:
+                raise  # the run's own settings do not match: the user's to fix, not a damaged file
+            except Exception as exc:  # orbax/tensorstore report damage as assorted errors
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                warn(f"checkpoint {step} cannot be read ({reason}); skipped and removed, resuming from an older one")
+                ckpts.delete(step)
+        raise CheckpointError(
+            f"no checkpoint in {ckpts.manager.directory} reads back (steps {', '.join(map(str, steps))} are damaged); "
+            "restore them from a copy, or pass a new --run-dir to start afresh"
+        )
+
+    def _restore(self, ckpts: Checkpoints, step: int) -> tuple[State, int]:
         meta = ckpts.meta(step)
         if meta.get("params_only"):
             params = ckpts.restore_params(step, self.layout.abstract["params"])

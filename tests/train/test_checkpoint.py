@@ -68,3 +68,42 @@ def test_sigkill_during_an_async_save_resumes_from_the_last_complete_checkpoint(
     train(compose(tiny_overrides(tiny_dataset, straight, *extra)), straight)
     assert losses(killed) == losses(straight)
     assert sorted(losses(killed)) == list(range(1, 31))
+
+
+def _damage(step_dir: Path) -> None:
+    """What a full disk or a bad copy leaves: every data file of the step's optimizer state cut to nothing."""
+    files = [p for p in (step_dir / "opt_state").rglob("*") if p.is_file() and not p.name.startswith("_")]
+    assert files
+    for p in files:
+        p.write_bytes(b"")
+
+
+def test_a_damaged_latest_checkpoint_is_skipped_with_a_warning_and_resume_stays_exact(
+    tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides: Callable
+) -> None:
+    straight, damaged = tmp_path / "straight", tmp_path / "damaged"
+    extra = ["train.steps=9", "train.checkpoint_every=3"]
+    train(compose(tiny_overrides(tiny_dataset, straight, *extra)), straight)
+    train(compose(tiny_overrides(tiny_dataset, damaged, "train.steps=6", "train.checkpoint_every=3")), damaged)
+    _damage(damaged / "checkpoints" / "6")
+    warnings: list[str] = []
+    from neo.train.loop import Hooks
+
+    result = train(compose(tiny_overrides(tiny_dataset, damaged, *extra)), damaged, Hooks(on_warning=warnings.append))
+    assert result.start_step == 3 and len(warnings) == 1 and warnings[0].startswith("checkpoint 6 cannot be read")
+    assert losses(damaged) == losses(straight)  # steps 4-9 retrained from step 3: nothing lost but the time
+
+
+def test_when_no_checkpoint_reads_back_the_run_stops_instead_of_starting_afresh(
+    tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides: Callable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from neo.cli.app import run
+
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(tiny_dataset, run_dir, "train.steps=3", "train.checkpoint_every=3")
+    train(compose(overrides), run_dir)
+    _damage(run_dir / "checkpoints" / "3")
+    assert run(["train", *overrides]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint 3 cannot be read" in err and "no checkpoint in" in err and "reads back" in err
+    assert max(losses(run_dir)) == 3 and min(losses(run_dir)) == 1  # nothing was trained afresh

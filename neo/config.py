@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,11 @@ def _one_line(exc: Exception) -> str:
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
     for group in GROUPS:
         if f"'{group}/" in text and "Could not find" in text:
-            return f"unknown {group} config; available {group}= options: {', '.join(group_options(group))}"
+            found = re.search(rf"'{re.escape(group)}/([^']+)'", text)
+            name = found.group(1) if found else "?"
+            close = difflib.get_close_matches(name, group_options(group), n=1, cutoff=0.5)
+            hint = f" (did you mean {group}={close[0]}?)" if close else ""
+            return f"unknown {group}={name}{hint}; available {group}= options: {', '.join(group_options(group))}"
     return text
 
 

@@ -343,6 +343,7 @@ def encode_dataset(
     options = dict(
         mode=mode, name=name, chunk_size=chunk_size, separator=sep, minimum_size=minimum_size, files_per=files_per
     )
+    fresh = not storage.exists(out)  # a failed encode then leaves nothing behind
     state_dir = _prepare_out(out, _settings(files, tok_fingerprint, **options), name, force)
     copy_tokenizer(tok, out)
     done = _finished_shards(out, state_dir, name)
@@ -409,6 +410,8 @@ def encode_dataset(
         raise
     shards = done + writer.written
     if not shards or stats.documents == 0:
+        if fresh:
+            storage.remove(out, recursive=True)
         raise DataError(f"no readable documents in the inputs ({len(stats.skipped)} files skipped); check the files")
     if not shards[-1].final:  # the stream ended exactly where an earlier (interrupted) run stopped
         raise DataError(f"{out} holds an interrupted encode that does not match these inputs; pass --force")

@@ -19,6 +19,7 @@ from neo.errors import CheckpointError, DataError
 from neo.model.config import ModelConfig
 
 WEIGHTS = "model.safetensors"
+HF_REQUIRED = ("vocab_size", "max_position_embeddings", "hidden_size", "num_heads", "num_layers")  # see config_from_hf
 
 
 def load_hf_dir(hf_dir: str | os.PathLike[str]) -> tuple[ModelConfig, Any]:
@@ -37,11 +38,25 @@ def load_hf_dir(hf_dir: str | os.PathLike[str]) -> tuple[ModelConfig, Any]:
             f"{hf_dir} has no {WEIGHTS} (found: {found}); neo loads safetensors only — re-save the model with "
             "save_pretrained(..., safe_serialization=True)"
         )
-    hf_config = json.loads(storage.read_text(config_path))
-    if hf_config.get("model_type") not in (None, "gpt_neo"):
-        raise DataError(f"{hf_dir} holds a '{hf_config.get('model_type')}' model; neo converts GPT-Neo models only")
+    try:
+        hf_config = json.loads(storage.read_text(config_path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{config_path} is not valid JSON ({exc}); re-save the model with save_pretrained") from None
+    if not isinstance(hf_config, dict) or hf_config.get("model_type") not in (None, "gpt_neo"):
+        kind = hf_config.get("model_type") if isinstance(hf_config, dict) else type(hf_config).__name__
+        raise DataError(f"{hf_dir} holds a '{kind}' model; neo converts GPT-Neo models only")
+    missing = [k for k in HF_REQUIRED if k not in hf_config]
+    if missing:
+        raise DataError(f"{config_path} lacks {', '.join(missing)}: it is not a GPT-Neo config.json")
     with storage.local_file(weights) as local:
-        return from_hf(hf_config, load_file(local))
+        try:
+            state = load_file(local)
+        except Exception as exc:  # safetensors raises its own error types for a truncated or junk file
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DataError(
+                f"{weights} is not a readable safetensors file ({first}); download or save it again"
+            ) from None
+    return from_hf(hf_config, state)
 
 
 def _check_new(directory: str) -> None:

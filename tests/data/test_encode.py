@@ -177,9 +177,10 @@ def test_no_readable_documents(tmp_path: Path, word_tokenizer: Path) -> None:
     root = tmp_path / "c"
     root.mkdir()
     (root / "bin.txt").write_bytes(b"\x00\x00")
+    (root / "empty.txt").write_text("")
     with pytest.raises(DataError, match="no readable documents"):
         encode_dataset([root], tmp_path / "ds", word_tokenizer)
-    assert not (tmp_path / "ds" / "dataset.yaml").exists()
+    assert not (tmp_path / "ds").exists()  # nothing left behind: not even the tokenizer copy
 
 
 def test_missing_tokenizer(tmp_path: Path, corpus: Path) -> None:

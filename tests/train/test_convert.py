@@ -71,6 +71,36 @@ def test_converted_run_is_refused_when_weights_are_not_safetensors(tmp_path: Pat
     assert not (tmp_path / "run").exists()
 
 
+def _truncate_weights(d: Path) -> None:
+    data = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (_truncate_weights, "is not a readable safetensors file"),
+        (lambda d: (d / "model.safetensors").write_bytes(b"junk" * 100), "is not a readable safetensors file"),
+        (lambda d: (d / "config.json").write_text('{"model_type": "gpt_neo",'), "is not valid JSON"),
+        (lambda d: (d / "config.json").write_text('{"model_type": "gpt_neo"}'), "it is not a GPT-Neo config.json"),
+        (lambda d: (d / "config.json").write_text('{"model_type": "llama"}'), "neo converts GPT-Neo models only"),
+    ],
+    ids=["truncated-weights", "junk-weights", "config-not-json", "config-not-gpt-neo", "other-model"],
+)
+def test_damaged_hf_directories_are_one_line_and_write_nothing(
+    hf_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], damage, expected: str
+) -> None:
+    import shutil
+
+    broken = tmp_path / "hf"
+    shutil.copytree(hf_dir, broken)
+    damage(broken)
+    assert run(["convert", "from-hf", str(broken), str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_neo_sample_on_a_converted_model_matches_transformers_greedy(
     hf_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

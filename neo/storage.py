@@ -191,6 +191,21 @@ def listdir(path: PathLike) -> list[str]:
         return sorted(_protocol(url) + e.rstrip("/") for e in fs.ls(inner, detail=False) if e.rstrip("/") != inner)
 
 
+def sizes(path: PathLike) -> dict[str, int]:
+    """{name: size in bytes} of the files directly under `path`, from one listing."""
+    if not is_remote(path):
+        with os.scandir(_local(path)) as entries:
+            return {e.name: e.stat().st_size for e in entries if e.is_file()}
+    url = os.fspath(path)
+    fs, inner = _filesystem(url)
+    with _errors(url):
+        return {
+            e["name"].rstrip("/").rsplit("/", 1)[-1]: int(e.get("size") or 0)
+            for e in fs.ls(inner, detail=True)
+            if e.get("type") == "file"
+        }
+
+
 def find(path: PathLike) -> list[str]:
     """Every file under `path`, recursively, sorted (a file yields itself)."""
     if not is_remote(path):

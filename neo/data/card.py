@@ -27,6 +27,7 @@ class ShardInfo:
     records: int
     tokens: int
     documents: int
+    bytes: int = 0  # the file's size, checked when the dataset is opened (0: a card written before sizes were kept)
 
 
 @dataclass
@@ -86,8 +87,14 @@ def dataset_card(directory: str | os.PathLike[str]) -> DatasetCard:
         raise DataError(
             f"{path} is not a neo dataset card ({exc}); re-run `neo data encode` into that directory"
         ) from None
-    present = {storage.basename(p) for p in storage.listdir(directory)}
+    present = storage.sizes(directory)
     missing = [s.file for s in card.shards if s.file not in present]
     if missing:
         raise DataError(f"{directory} is missing shard {missing[0]}; re-run the same `neo data encode` to finish it")
+    for s in card.shards:  # a truncated copy or a full disk shows in the size, at the cost of one listing
+        if s.bytes and present[s.file] != s.bytes:
+            raise DataError(
+                f"{storage.join(directory, s.file)} has {present[s.file]:,} bytes but was written with {s.bytes:,}: "
+                "the file is damaged (truncated or changed); re-encode the dataset or restore the file"
+            )
     return card

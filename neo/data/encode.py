@@ -77,6 +77,7 @@ class _ShardState:
     max_len: int = 0
     carry: list[int] = field(default_factory=list)  # chunks mode: the tail that continues into the next shard
     final: bool = False
+    bytes: int = 0  # the shard file's size
 
 
 def shard_name(name: str, index: int) -> str:
@@ -284,6 +285,7 @@ class _Writer:
                 rest = rest[:0]
             s.carry = rest.tolist()
         s.final = final
+        s.bytes = self.writer.bytes
         _atomic_json(
             storage.join(self.state_dir, f"{s.file}.json"), asdict(s)
         )  # state first: the shard marks completion
@@ -441,7 +443,7 @@ def encode_dataset(
         bytes_per_token=round(sum(s.text_bytes for s in shards) / doc_tokens, 4) if doc_tokens else 0.0,
         min_record_tokens=min((s.min_len for s in nonempty), default=0),
         max_record_tokens=max((s.max_len for s in nonempty), default=0),
-        shards=[ShardInfo(file=s.file, records=s.records, tokens=s.tokens, documents=s.documents) for s in shards],
+        shards=[ShardInfo(s.file, s.records, s.tokens, s.documents, s.bytes) for s in shards],
     )
     write_card(out, card)
     return card

@@ -390,10 +390,11 @@ class ShardWriter:
             self.tmp = os.path.join(directory, f".{name}.tmp")
             fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self._f: IO[bytes] | None = os.fdopen(fd, "wb", buffering=1 << 20)
+        self.bytes = 0  # the file's size so far
 
     def write(self, tokens: np.ndarray) -> None:
         assert self._f is not None
-        self._f.write(frame(serialize_tokens(tokens)))
+        self.bytes += self._f.write(frame(serialize_tokens(tokens)))
 
     def commit(self) -> None:
         assert self._f is not None

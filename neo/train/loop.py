@@ -24,7 +24,7 @@ import numpy as np
 
 from neo import storage
 from neo.config import NeoConfig, to_yaml
-from neo.errors import CheckpointError, ConfigError, TrainingError
+from neo.errors import CheckpointError, ConfigError, DataError, TrainingError
 from neo.train.checkpoint import Checkpoints, load_snapshot
 from neo.train.metrics import MetricsWriter, flops_per_token
 from neo.train.prefetch import Prefetch
@@ -172,8 +172,17 @@ def _train(cfg: NeoConfig, run_dir: str, session: Session, hooks: Hooks) -> Trai
 
     with _StopFlag() as stop, Prefetch(session.train_batches(start_step), session.global_batch) as batches:
         try:
+            saved = start_step
             while step < tcfg.steps:
-                state, metrics = session.train_step(state, next(batches))
+                try:
+                    batch = next(batches)
+                except DataError:  # a damaged shard met mid-run: keep what was trained, then stop in one line
+                    if step > saved:
+                        drain()
+                        ckpts.save(step, state, {"seed": tcfg.seed})
+                        hooks.on_checkpoint({"step": step})
+                    raise
+                state, metrics = session.train_step(state, batch)
                 step += 1
                 pending.append((step, metrics))
                 hooks.on_advance(step)
@@ -192,6 +201,7 @@ def _train(cfg: NeoConfig, run_dir: str, session: Session, hooks: Hooks) -> Trai
                 if save_now:
                     writer.flush()  # an object-store run dir then holds every row up to this checkpoint
                     ckpts.save(step, state, {"seed": tcfg.seed})
+                    saved = step
                     hooks.on_checkpoint({"step": step})
                     if tcfg.predict_steps and is_chief:
                         row = predict(cfg, run_dir, state["params"], step)

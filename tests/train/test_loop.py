@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import pytest
 
+from neo.cli.app import run
 from neo.config import compose
 from neo.errors import CheckpointError, ConfigError, TrainingError
 from neo.train.dry_run import dry_run
@@ -224,3 +225,50 @@ def test_gradient_accumulation_equals_the_full_batch_gradient(
     full = first_step([])
     accumulated = first_step(["train.tokens_per_mb_per_replica=64"])  # 2 sequences of 32 -> 4 micro-batches
     np.testing.assert_allclose(accumulated, full, rtol=1e-5)
+
+
+def _chunked_dataset(tiny_dataset: dict[str, Path], root: Path, documents: int = 60) -> Path:
+    """One shard of 33-token chunks (each batch row reads its own stretch of them, in order)."""
+    from neo.data.encode import encode_dataset
+    from tests.train.conftest import _documents
+
+    (root / "txt").mkdir(parents=True)
+    for i, doc in enumerate(_documents(documents, 0)):
+        (root / "txt" / f"{i:03d}.txt").write_text(doc)
+    encode_dataset([root / "txt"], root / "data", tiny_dataset["tokenizer"], mode="chunks", chunk_size=32, name="c")
+    return root / "data"
+
+
+def test_a_truncated_shard_refuses_the_run_before_anything_is_written(
+    tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides: Callable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _chunked_dataset(tiny_dataset, tmp_path)
+    (shard,) = data.glob("*.tfrecords")
+    shard.write_bytes(shard.read_bytes()[:-100])
+    run_dir = tmp_path / "run"
+    assert run(["train", *tiny_overrides(tiny_dataset, run_dir, f"data.dir={data}", "data.mode=chunks")]) == 2
+    err = capsys.readouterr().err
+    assert shard.name in err and "is damaged" in err and "Traceback" not in err
+    assert not run_dir.exists()
+
+
+def test_a_damaged_record_met_mid_run_stops_with_a_checkpoint_of_the_last_step(
+    tiny_dataset: dict[str, Path],
+    tmp_path: Path,
+    tiny_overrides: Callable,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("neo.data.pipeline._CACHE_TOKENS", 0)  # stream the shard as a large dataset is read
+    data = _chunked_dataset(tiny_dataset, tmp_path, documents=200)
+    (shard,) = data.glob("*.tfrecords")
+    raw = bytearray(shard.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # a record in the middle: same size, wrong CRC, met only when a row reaches it
+    shard.write_bytes(bytes(raw))
+    run_dir = tmp_path / "run"
+    extra = ["train.steps=500", "train.checkpoint_every=1000", "train.eval_steps=0", f"data.dir={data}"]
+    assert run(["train", *tiny_overrides(tiny_dataset, run_dir, *extra, "data.mode=chunks")]) == 2
+    err = capsys.readouterr().err
+    assert "CRC mismatch" in err and shard.name in err and "Traceback" not in err
+    saved = [int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()]
+    assert len(saved) == 1 and saved[0] >= 5 and max(losses(run_dir)) == saved[0]  # every trained step kept

@@ -9,6 +9,7 @@ a non-finite loss stops the run before anything is saved, so the last good check
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -63,9 +64,11 @@ def prepare_run_dir(cfg: NeoConfig, run_dir: str) -> None:
     if storage.exists(snapshot):
         previous = load_snapshot(run_dir)
         if previous.model != cfg.model:
+            was, now = dataclasses.asdict(previous.model), dataclasses.asdict(cfg.model)
+            diff = "; ".join(f"model.{k}: run {was[k]!r}, now {now[k]!r}" for k in was if was[k] != now.get(k))
             raise CheckpointError(
-                f"{run_dir} holds a run of a different model config; resume with the same model= overrides "
-                "or start a new --run-dir"
+                f"{run_dir} holds a run of a different model ({diff}); resume with the run's settings (its "
+                "config.yaml) or start a new --run-dir"
             )
     storage.makedirs(run_dir)
     storage.write_atomic(snapshot, to_yaml(cfg))

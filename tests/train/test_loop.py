@@ -92,10 +92,9 @@ def test_resume_refuses_a_different_model(
 ) -> None:
     run = tmp_path / "run"
     train(compose(tiny_overrides(tiny_dataset, run, "train.steps=1")), run)
-    with pytest.raises(CheckpointError, match="different model"):
-        train(
-            compose(tiny_overrides(tiny_dataset, run, "model.n_layer=4", 'model.attention_types=[["global",4]]')), run
-        )
+    with pytest.raises(CheckpointError, match="different model") as info:
+        train(compose(tiny_overrides(tiny_dataset, run, "model.n_embd=64", "model.window_size=4")), run)
+    assert "model.n_embd: run 32, now 64; model.window_size: run 8, now 4" in str(info.value)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(

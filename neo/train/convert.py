@@ -130,9 +130,35 @@ def to_hf_dir(run_dir: str | os.PathLike[str], hf_dir: str | os.PathLike[str]) -
         tmp = os.path.join(local, WEIGHTS + ".tmp")
         save_file(state, tmp, metadata={"format": "pt"})
         os.replace(tmp, os.path.join(local, WEIGHTS))
-        with open(os.path.join(local, "config.json"), "w") as f:
-            f.write(json.dumps(hf_config, indent=2))
         tokenizer = storage.join(run_dir, "tokenizer.json")
         if storage.isfile(tokenizer):
             storage.copy(tokenizer, os.path.join(local, "tokenizer.json"))
+            hf_config.update(_tokenizer_files(local, tokenizer, cfg.model.n_ctx))
+        with open(os.path.join(local, "config.json"), "w") as f:
+            f.write(json.dumps(hf_config, indent=2))
     return hf_dir
+
+
+def _tokenizer_files(local: str, tokenizer: str, n_ctx: int) -> dict[str, int]:
+    """Write tokenizer_config.json and generation_config.json for the run's tokenizer (so AutoTokenizer loads the
+    folder and `generate` stops at the real end of text, not GPT-2's id 50256); returns the special ids for
+    config.json."""
+    from neo.data.tokenizer import EOS_TOKEN, load_tokenizer, pad_id
+
+    tok = load_tokenizer(tokenizer)
+    eos = tok.token_to_id(EOS_TOKEN)
+    if eos is None:  # a tokenizer without <|endoftext|>: nothing to declare
+        return {}
+    pad = pad_id(tok)
+    ids = {"bos_token_id": eos, "eos_token_id": eos, "pad_token_id": pad if pad is not None else eos}
+    tokenizer_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": EOS_TOKEN,
+        "eos_token": EOS_TOKEN,
+        "pad_token": tok.id_to_token(ids["pad_token_id"]),
+        "model_max_length": n_ctx,
+    }
+    for name, content in (("tokenizer_config.json", tokenizer_config), ("generation_config.json", ids)):
+        with open(os.path.join(local, name), "w") as f:
+            f.write(json.dumps(content, indent=2))
+    return ids

@@ -155,3 +155,24 @@ def test_from_mtf_cli_writes_a_run_directory(tmp_path: Path) -> None:
         run(["convert", "from-mtf", str(tmp_path / "nothing"), str(tmp_path / "config.json"), str(tmp_path / "r2")])
         == 2
     )
+
+
+def test_to_hf_of_a_trained_run_loads_with_the_auto_classes_and_its_own_special_ids(
+    tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides
+) -> None:
+    from tokenizers import Tokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from neo.config import compose
+    from neo.train.loop import train
+
+    run_dir, out = tmp_path / "run", tmp_path / "hf"
+    train(compose(tiny_overrides(tiny_dataset, run_dir, "train.steps=1", "train.eval_steps=0")), run_dir)
+    assert run(["convert", "to-hf", str(run_dir), str(out)]) == 0
+    ours = Tokenizer.from_file(str(tiny_dataset["tokenizer"]))
+    eos = ours.token_to_id("<|endoftext|>")
+    assert eos != 50256  # GPT-2's id, which transformers would assume without these files
+    tokenizer, model = AutoTokenizer.from_pretrained(out), AutoModelForCausalLM.from_pretrained(out)
+    assert tokenizer.eos_token_id == model.config.eos_token_id == model.generation_config.eos_token_id == eos
+    assert model.generation_config.pad_token_id is not None
+    assert tokenizer("the model").input_ids == ours.encode("the model").ids

@@ -15,7 +15,7 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from neo import storage
-from neo.errors import CheckpointError, LayoutError
+from neo.errors import CheckpointError, ConfigError, LayoutError
 from neo.model.config import ModelConfig
 
 RUN_MESH = "run"  # `neo sample --mesh run`: the run's own mesh.shape and mesh.layout
@@ -84,17 +84,30 @@ def load_for_sampling(source: str | os.PathLike[str], mesh: Any = None, rules: A
             from neo.model.decode import param_shardings
 
             params = jax.device_put(params, param_shardings(cfg_model, mesh, rules))
-    elif mesh is None:
-        from neo.train.checkpoint import load_run
-
-        cfg, params, _ = load_run(source)
-        cfg_model = cfg.model
     else:
-        cfg_model, params = _restore_sharded(source, mesh, rules)
+        _refuse_masked_lm(source)
+        if mesh is None:
+            from neo.train.checkpoint import load_run
+
+            cfg, params, _ = load_run(source)
+            cfg_model = cfg.model
+        else:
+            cfg_model, params = _restore_sharded(source, mesh, rules)
     if not storage.isfile(tok_path):
         raise CheckpointError(f"{source} has no tokenizer.json; copy the tokenizer used for training into it")
     tokenizer = load_tokenizer(tok_path)
     return Loaded(model=cfg_model, params=params, tokenizer=tokenizer, eos_id=eos_id(tokenizer), mesh=mesh, rules=rules)
+
+
+def _refuse_masked_lm(run_dir: str) -> None:
+    """A ConfigError, before any weights are read, when the run is a masked LM."""
+    from neo.train.checkpoint import load_snapshot
+
+    if storage.isfile(storage.join(run_dir, "config.yaml")) and load_snapshot(run_dir).model.mlm_training:
+        raise ConfigError(
+            f"{run_dir} is a masked language model (model.mlm_training=true): it attends in both directions and "
+            "cannot continue text left to right; use `neo eval` on it, or sample from a causal run"
+        )
 
 
 def _restore_sharded(run_dir: str, mesh: Any, rules: Any) -> tuple[ModelConfig, Any]:

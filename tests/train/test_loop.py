@@ -66,6 +66,11 @@ def test_mlm_training_learns_on_masked_positions(
     (first_step, first), (last_step, last) = result.eval_losses[0], result.eval_losses[-1]
     assert (first_step, last_step) == (0, 20) and last < first - 0.5
     assert dry_run(compose([*mlm, "model=tiny", "model.n_vocab=320", "train.batch_size=8"])).peak_bytes > 0
+    # a bidirectional model cannot continue text: `neo sample` says so before reading its weights
+    from neo.train.sampling import load_for_sampling
+
+    with pytest.raises(ConfigError, match="masked language model"):
+        load_for_sampling(run)
 
 
 def test_resume_continues_exactly(tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides: Callable) -> None:

@@ -42,6 +42,12 @@ def train_command(
     if run_dir is not None:
         overrides.append(f"train.run_dir={run_dir}")
     cfg = compose(overrides)
+    if not dry_run:
+        from neo.train.vocab import fit_vocab, pinned_vocab
+
+        cfg, note = fit_vocab(cfg, pinned_vocab(overrides))
+        if note:
+            err.print(f"[dim]{note}[/]")
     if dry_run:
         from neo.train.dry_run import dry_run as do_dry_run
 

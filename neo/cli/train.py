@@ -43,9 +43,13 @@ def train_command(
         overrides.append(f"train.run_dir={run_dir}")
     cfg = compose(overrides)
     if not dry_run:
+        from neo.train.loop import inherit_run_model
         from neo.train.vocab import fit_vocab, pinned_vocab
 
-        cfg, note = fit_vocab(cfg, pinned_vocab(overrides))
+        cfg, inherited = inherit_run_model(cfg, cfg.train.run_dir, overrides)
+        if inherited:
+            err.print(f"[dim]model: the run's own ({cfg.train.run_dir}/config.yaml)[/]")
+        cfg, note = fit_vocab(cfg, pinned_vocab(overrides) or inherited)
         if note:
             err.print(f"[dim]{note}[/]")
     if dry_run:

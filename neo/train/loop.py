@@ -74,6 +74,17 @@ def prepare_run_dir(cfg: NeoConfig, run_dir: str) -> None:
     storage.write_atomic(snapshot, to_yaml(cfg))
 
 
+def inherit_run_model(cfg: NeoConfig, run_dir: str, overrides: list[str]) -> tuple[NeoConfig, bool]:
+    """`cfg` with the run directory's own model config when the command line names no model (no `model=` and no
+    `model.*` override): resuming or fine-tuning a run (a converted one too) needs no restating of its shape. Returns
+    whether the run's model was taken."""
+    named = any(o.split("=", 1)[0].lstrip("+~").split(".", 1)[0] == "model" for o in overrides)
+    snapshot = storage.join(run_dir, "config.yaml")
+    if named or not storage.exists(snapshot):
+        return cfg, False
+    return dataclasses.replace(cfg, model=load_snapshot(run_dir).model), True
+
+
 class _StopFlag:
     """Turns SIGTERM/SIGINT into a flag the loop checks between steps (save, then exit cleanly). A second Ctrl-C
     stops at once (KeyboardInterrupt): checkpoints commit atomically, so an interrupted save is never loaded."""

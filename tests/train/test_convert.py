@@ -176,3 +176,27 @@ def test_to_hf_of_a_trained_run_loads_with_the_auto_classes_and_its_own_special_
     assert tokenizer.eos_token_id == model.config.eos_token_id == model.generation_config.eos_token_id == eos
     assert model.generation_config.pad_token_id is not None
     assert tokenizer("the model").input_ids == ours.encode("the model").ids
+
+
+def test_fine_tuning_a_converted_run_needs_no_model_overrides(
+    tiny_dataset: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+    from transformers import GPTNeoConfig, GPTNeoForCausalLM
+
+    from neo.train.checkpoint import load_run
+
+    torch.manual_seed(0)
+    shape = dict(vocab_size=320, max_position_embeddings=64, hidden_size=32, num_layers=2, num_heads=4)
+    GPTNeoForCausalLM(GPTNeoConfig(**shape, attention_types=[[["global", "local"], 1]], window_size=8)).save_pretrained(
+        tmp_path / "hf", safe_serialization=True
+    )
+    run_dir = tmp_path / "run"
+    assert run(["convert", "from-hf", str(tmp_path / "hf"), str(run_dir)]) == 0
+    _, before, _ = load_run(run_dir)
+    args = [f"data.dir={tiny_dataset['train']}", "train.steps=2", "train.batch_size=8", "train.eval_steps=0"]
+    assert run(["train", "--run-dir", str(run_dir), *args, "train.async_checkpointing=false"]) == 0
+    assert "the run's own" in capsys.readouterr().err
+    cfg, after, step = load_run(run_dir)
+    assert step == 2 and cfg.model.n_embd == 32 and cfg.model.n_ctx == 64
+    assert not np.allclose(np.asarray(after["wte"]), np.asarray(before["wte"]))  # it trained the converted weights

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from neo.config import NeoConfig
+from neo.errors import DataError
 
 MULTIPLE = 128  # embedding and logits matmuls tile better; the extra rows are never a sampled token
 
@@ -23,7 +24,10 @@ def fit_vocab(cfg: NeoConfig, pinned: bool) -> tuple[NeoConfig, str | None]:
 
     if pinned or not cfg.data.train_datasets():
         return cfg, None
-    needed = max(dataset_card(ds.dir).vocab_size for ds in cfg.data.train_datasets())
+    try:
+        needed = max(dataset_card(ds.dir).vocab_size for ds in cfg.data.train_datasets())
+    except DataError:  # reported, in its turn, by the session's data check
+        return cfg, None
     if needed <= cfg.model.n_vocab:
         return cfg, None
     n_vocab = -(-needed // MULTIPLE) * MULTIPLE

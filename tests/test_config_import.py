@@ -94,7 +94,8 @@ def test_import_maps_by_meaning_and_names_what_it_cannot_map() -> None:
     assert (values["data.mode"], values["data.stitch"]) == ("documents_random", 25)
     unmapped = {u.key: u.reason for u in imported.unmapped}
     assert "data.dir=" in unmapped["datasets: openwebtext-documents"] and "--run-dir" in unmapped["model_path"]
-    assert {"ada_epsilon1", "iterations", "eval_batch_size"} <= set(unmapped)
+    assert {"ada_epsilon2", "iterations", "eval_batch_size"} <= set(unmapped)
+    assert values["optimizer.adafactor_epsilon1"] == 1e-30
     assert unmapped["share_parameters"] == "no neo equivalent"
 
 

@@ -99,9 +99,10 @@ def run_with_progress(cfg: NeoConfig, run_dir: str) -> TrainResult:
         bar.update(task_id, completed=step)
 
     def on_step(row: dict) -> None:
+        aux = f" (aux {row['aux_loss']:.4f})" if row.get("aux_loss") else ""
         bar.update(
             task_id,
-            loss=f"{row['loss']:.4f}",
+            loss=f"{row['loss']:.4f}{aux}",
             tps=f"{row['tokens_per_sec']:,.0f}",
             mfu=f"{row['mfu']:.1%}",
         )

@@ -19,9 +19,11 @@ class OptimizerConfig:
     lr_decay_end: int = 0  # ... reached at this step (0 = train.steps), then held
     end_lr_ratio: float = 0.1  # GPT-Neo decays to 0.1 * lr
     weight_decay: float = 0.01  # decoupled (AdamW); not applied to biases and norm gains
-    beta1: float = 0.9
-    beta2: float = 0.95
-    epsilon: float = 1e-8
+    beta1: float = 0.9  # Adam's first-moment decay; Adafactor's momentum (0 = none, as optimizer=adafactor sets)
+    beta2: float = 0.95  # Adam only (Adafactor's second moments decay as optax's step**-0.8)
+    epsilon: float = 1e-8  # Adam only
+    adafactor_epsilon1: float = 1e-30  # Adafactor: added to the squared gradients (GPT-Neo's ada_epsilon1); its
+    # parameter-scale floor (GPT-Neo's ada_epsilon2) is optax's fixed 1e-3
     gradient_clipping: float = 1.0  # global-norm clipping threshold (0 = off)
 
     def validate(self) -> None:
@@ -33,6 +35,8 @@ class OptimizerConfig:
             raise ConfigError(f"optimizer.lr must be positive, got {self.lr}")
         if self.warmup_steps < 0 or self.lr_decay_end < 0:
             raise ConfigError("optimizer.warmup_steps and optimizer.lr_decay_end must be >= 0")
+        if not 0 <= self.beta1 < 1:
+            raise ConfigError(f"optimizer.beta1 must be in [0, 1), got {self.beta1}")
         if not 0 <= self.end_lr_ratio <= 1:
             raise ConfigError(f"optimizer.end_lr_ratio must be in [0, 1], got {self.end_lr_ratio}")
 

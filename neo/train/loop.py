@@ -267,6 +267,8 @@ class _Meter:
                     "loss": loss,
                     "lr": float(metrics["lr"]),
                     "grad_norm": float(metrics["grad_norm"]),
+                    "ce_loss": float(metrics["ce_loss"]),  # loss = ce_loss + aux_loss
+                    "aux_loss": float(metrics["aux_loss"]),  # z-loss and the MoE balance losses (0 without them)
                     "tokens_per_sec": tps,
                     "mfu": tps * self.flops_per_token / self.peak_flops if self.peak_flops else 0.0,
                 }

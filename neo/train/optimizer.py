@@ -61,6 +61,8 @@ def build_optimizer(cfg: OptimizerConfig, total_steps: int) -> optax.GradientTra
         parts.append(
             optax.adafactor(
                 learning_rate=schedule,
+                momentum=cfg.beta1 or None,
+                eps=cfg.adafactor_epsilon1,
                 weight_decay_rate=cfg.weight_decay or None,
                 weight_decay_mask=decay_mask,
             )

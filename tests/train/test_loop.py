@@ -276,3 +276,14 @@ def test_a_damaged_record_met_mid_run_stops_with_a_checkpoint_of_the_last_step(
     assert "CRC mismatch" in err and shard.name in err and "Traceback" not in err
     saved = [int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()]
     assert len(saved) == 1 and saved[0] >= 5 and max(losses(run_dir)) == saved[0]  # every trained step kept
+
+
+def test_moe_balance_loss_is_logged_beside_the_cross_entropy(
+    tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides: Callable
+) -> None:
+    run_dir = tmp_path / "run"
+    train(compose(tiny_overrides(tiny_dataset, run_dir, "model.moe_layers=[1]", "train.steps=2")), run_dir)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    step_rows = [r for r in rows if "loss" in r]
+    assert step_rows and all(r["aux_loss"] > 0 for r in step_rows)
+    assert all(r["loss"] == pytest.approx(r["ce_loss"] + r["aux_loss"], rel=1e-5) for r in step_rows)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,7 +66,7 @@ def test_adam_decay_is_decoupled_and_masked() -> None:
 
 @pytest.mark.parametrize("name", ["adam", "adafactor"])
 def test_both_optimizers_follow_the_schedule(name: str) -> None:
-    cfg = OptimizerConfig(name=name, lr=1.0, warmup_steps=4, weight_decay=0.0, gradient_clipping=0.0)
+    cfg = OptimizerConfig(name=name, lr=1.0, warmup_steps=4, weight_decay=0.0, gradient_clipping=0.0, beta1=0.0)
     tx = build_optimizer(cfg, total_steps=8)
     params = {"w": jnp.ones((8, 8))}
     grads = {"w": jnp.full((8, 8), 0.5)}
@@ -88,3 +90,19 @@ def test_gradients_are_clipped_by_global_norm_before_adam() -> None:
     mu = optax.tree_utils.tree_get(state, "mu")
     # first moment after one step = (1 - beta1) * clipped gradient; the clipped gradient has global norm 1
     np.testing.assert_allclose(mu["w"], 0.1 * 0.5, rtol=1e-6)
+
+
+def test_adafactor_takes_beta1_as_momentum_and_its_epsilon() -> None:
+    """Adafactor no longer ignores optimizer.beta1: 0 keeps it momentum-free (no first-moment state)."""
+    params = {"w": jnp.ones((8, 8))}
+    lean = build_optimizer(OptimizerConfig(name="adafactor", beta1=0.0), total_steps=8).init(params)
+    momentum = build_optimizer(OptimizerConfig(name="adafactor", beta1=0.9), total_steps=8).init(params)
+    count = lambda state: sum(x.size for x in jax.tree.leaves(state))
+    assert count(momentum) >= count(lean) + 64  # a first moment per parameter
+    cfg = OptimizerConfig(name="adafactor", beta1=0.0, adafactor_epsilon1=1.0, warmup_steps=0, gradient_clipping=0.0)
+    tx = build_optimizer(cfg, total_steps=8)
+    tiny = {"w": jnp.full((8, 8), 1e-3)}
+    updates, _ = tx.update(tiny, tx.init(params), params)
+    default = build_optimizer(dataclasses.replace(cfg, adafactor_epsilon1=1e-30), total_steps=8)
+    updates_default, _ = default.update(tiny, default.init(params), params)
+    assert float(jnp.abs(updates["w"]).max()) < float(jnp.abs(updates_default["w"]).max())  # eps damps small grads

@@ -23,7 +23,7 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
-from hydra.errors import HydraException
+from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -67,6 +67,16 @@ def _register_schema() -> None:
 def group_options(group: str) -> list[str]:
     """The names a group accepts on the command line (`model=<name>`)."""
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _unparseable(override: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        OverridesParser.create().parse_overrides([override])
+    except OverrideParseException:
+        return True
+    return False
 
 
 def _one_line(exc: Exception) -> str:
@@ -132,6 +142,12 @@ def compose_dict(overrides: list[str] | None = None, config_name: str = "config"
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
             return hydra_compose(config_name=config_name, overrides=list(overrides or []))
+    except OverrideParseException:
+        bad = next((o for o in overrides if _unparseable(o)), "?")
+        raise ConfigError(
+            f"cannot read the override {bad!r}: write key=value (e.g. model.n_layer=24) or group=option "
+            "(e.g. model=xl); quote values that contain spaces or brackets"
+        ) from None
     except (HydraException, OmegaConfBaseException) as exc:
         cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else exc
         raise ConfigError(_one_line(cause)) from None

@@ -35,6 +35,7 @@ def test_overrides_apply_and_are_typed() -> None:
         (["model=nope"], "unknown model=nope; available model= options: "),
         (["model=xll"], "unknown model=xll (did you mean model=xl?)"),
         (["mesh=v3-265"], "(did you mean mesh=v3-256?)"),
+        (["train.steps=5", "[/]"], "cannot read the override '[/]': write key=value"),
         (["optimizer.name=sgd"], "adam, adafactor"),
         (["model.n_embd=100", "model.n_head=3"], "divisible"),
         (["model.activation_function=gelux"], "gelu"),

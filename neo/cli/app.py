@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from neo.errors import NeoError
 
@@ -91,7 +92,7 @@ def run(argv: list[str] | None = None) -> int:
     try:
         code = app(args=argv, standalone_mode=False)  # a command's typer.Exit(code) comes back as its return value
     except NeoError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 from rich.progress import TextColumn
 
 from neo.cli.common import err, out, progress
@@ -115,7 +116,7 @@ def run_with_progress(cfg: NeoConfig, run_dir: str) -> TrainResult:
         bar.console.print(f"step {info['step']}: checkpoint saved")
 
     def on_warning(message: str) -> None:
-        bar.console.print(f"[yellow]warning:[/] {message}", highlight=False)
+        bar.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
 
     with bar:
         return train(

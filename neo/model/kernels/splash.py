@@ -1,5 +1,7 @@
 """TPU flash attention: Pallas splash kernels (`jax.experimental.pallas.ops.tpu.splash_attention`).
 
+Sequences whose length is not a multiple of 128 (tiny test models) take xla's form.
+
 GPT-Neo's masks as splash masks: `global` is `CausalMask`; `local` (a query at i sees keys i-w+1 .. i) is
 `LocalMask(window_size=(w - 1, 0))`. Splash does not scale the scores, exactly as GPT-Neo (whose scaling lives in
 the q initialiser). The scores never exist as a [q, k] tensor: blocks of 128-512 rows stream through VMEM with an
@@ -27,8 +29,9 @@ CPU_MATMULS = False
 BLOCK_CHOICES = (512, 256, 128)  # rows per kernel block: the largest that divides the sequence
 
 
-def block_size(length: int) -> int:
-    return next((b for b in BLOCK_CHOICES if length % b == 0), length)
+def block_size(length: int) -> int | None:
+    """Rows per block; None when no choice divides `length` (the kernel's tiles are multiples of 128 rows)."""
+    return next((b for b in BLOCK_CHOICES if length % b == 0), None)
 
 
 def make_kernel(length: int, heads: int, window: int | None, interpret: bool) -> Callable[..., jax.Array]:
@@ -52,8 +55,12 @@ def make_kernel(length: int, heads: int, window: int | None, interpret: bool) ->
     return splash.make_splash_mha(multi, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret)
 
 
+FLOAT32_OPERANDS_ON = ("v3",)  # TPU generations whose compiler rejects bf16 splash kernels (measured: v3)
+
+
 def _operand_dtype(dtype: jnp.dtype, device_kind: str) -> jnp.dtype:
-    return jnp.dtype(jnp.float32) if "v3" in device_kind.lower() else dtype
+    kind = device_kind.lower()
+    return jnp.dtype(jnp.float32) if any(g in kind for g in FLOAT32_OPERANDS_ON) else dtype
 
 
 def flash(q: jax.Array, k: jax.Array, v: jax.Array, window: int | None, interpret: bool = False) -> jax.Array:
@@ -75,7 +82,7 @@ def attention(
     dropout: Callable[[jax.Array], jax.Array] | None = None,
 ) -> jax.Array:
     """In-order causal training rows through splash, sharded over the mesh; other masks through xla's form."""
-    if not in_order or dropout is not None:
+    if not in_order or dropout is not None or block_size(q.shape[1]) is None:
         return xla.attention(q, k, v, mask, window, in_order, dropout)
     mesh = jax.sharding.get_abstract_mesh()
     device = mesh.abstract_device if not mesh.empty else jax.devices()[0]

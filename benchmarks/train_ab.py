@@ -2,11 +2,13 @@
 
 On a shared 2-core machine the step time drifts by ±5% between processes, more than most changes are worth; steps
 that alternate within one process see the same drift, so the paired differences resolve 1–2%. A and B differ by
-Hydra overrides, by XLA compiler options, or (`--a-attention xla`) by A using the attention neo's CPU training used
-before `neo.model.blocked_attention`: `jax.nn.dot_product_attention` in 8 query blocks, backward derived by XLA.
+Hydra overrides, by XLA compiler options, or (`--a-attention xla`) by A using the attention neo's CPU training
+used before `neo.model.kernels.cpu.causal_attention`: `jax.nn.dot_product_attention` in 8 query blocks, backward
+derived by XLA.
 
     python benchmarks/train_ab.py --b train.loss_chunks=8 [--a ...] [--b-xla name=value,...] [--steps 20]
     python benchmarks/train_ab.py --a-attention xla
+    python benchmarks/train_ab.py --a model.attention_impl=xla    # the whole xla kernel choice against cpu
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def _xla_attention(q: Any, k: Any, v: Any, blocks: int, window: int | None) -> A
     import jax
     import jax.numpy as jnp
 
-    from neo.model.attention import query_blocks
+    from neo.model.kernels.xla import query_blocks
 
     length = q.shape[1]
     blocks = query_blocks(length)
@@ -62,7 +64,7 @@ def main() -> None:
     import flax.linen as nn
     import jax
 
-    import neo.model.attention as attention
+    import neo.model.kernels.cpu as attention
     from neo.train.session import build_session
 
     rng = np.random.default_rng(0)

@@ -38,7 +38,7 @@ _DIRECT: dict[str, str] = {
     "mesh_shape": "mesh.shape",
     "layout": "mesh.layout",
 }
-_MODEL_KEYS = {f.name for f in fields(ModelConfig)} - {"moe_params", "remat_policy", "weights_out_first", "cpu_matmuls"}
+_MODEL_KEYS = {f.name for f in fields(ModelConfig)} - {"moe_params", "remat_policy", "attention_impl"}
 _MOE_KEYS = {f.name for f in fields(MoEParams)}
 _MOE_ALIASES = {"moe_dropout_rate": "dropout_rate"}
 

@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from neo.model.blocked_attention import causal_attention, query_spans
 from neo.model.common import constrain, dense, dense_param, dense_std, normal, param
 from neo.model.config import ModelConfig
+from neo.model.kernels import kernels_for
 from neo.model.positions import apply_rotary
 
 Cache = dict[str, jax.Array]  # k, v: [batch, heads, slots, kv]; pos: [batch, slots] int32; valid: [batch, slots]
@@ -43,19 +43,6 @@ def attention_mask(cfg: ModelConfig, kind: str, q_pos: jax.Array, k_pos: jax.Arr
     if kind == "local":
         mask &= jnp.abs(q - k) < cfg.window_size
     return mask
-
-
-def query_blocks(length: int, min_rows: int = 32) -> int:
-    """How many query blocks a causal layer splits `length` rows into: up to 8, of at least `min_rows` rows each.
-
-    Block i of n needs only the first (i + 1) / n of the keys, so the scores, softmax and both attention products
-    shrink to (n + 1) / 2n of the full square: 56% at 8 blocks. On this project's 2-core CPU a 256-token layer's
-    attention, forward and backward, took 56 ms whole and 35 ms in 8 blocks.
-    """
-    for n in (8, 4, 2):
-        if length % n == 0 and length // n >= min_rows:
-            return n
-    return 1
 
 
 def write_cache(cache: Cache, new: Cache, index: jax.Array) -> Cache:
@@ -85,8 +72,8 @@ class Attention(nn.Module):
     config: ModelConfig
     kind: str  # global | local | linear
     deterministic: bool = True
-    # every row's positions are 0..length-1, all valid (training): a causal layer then skips, per block of queries,
-    # the keys its mask hides anyway (`query_blocks`)
+    # every row's positions are 0..length-1, all valid (training): the mask is then known when the step is traced,
+    # and the kernels (`neo.model.kernels`, chosen by model.attention_impl) skip the keys it hides
     in_order: bool = False
 
     @nn.compact
@@ -135,7 +122,12 @@ class Attention(nn.Module):
                 out = self._linear(q, keys, values, mask)
             else:
                 in_order = self.in_order and cfg.causal and not cfg.num_mem_kv
-                out = self._softmax(q, keys, values, mask, in_order)
+                window = cfg.window_size if self.kind == "local" else None
+                dropout = None
+                if cfg.attn_dropout > 0 and not self.deterministic:
+                    dropout = nn.Dropout(cfg.attn_dropout, deterministic=False)
+                kernels = kernels_for(cfg.attention_impl, cfg.precision)
+                out = kernels.attention(q, keys, values, mask, window, in_order, dropout)
         out = constrain(out.astype(x.dtype), ("batch", "length", "heads", "kv"))
         return dense(out, wo, "blhk,hkd->bld", cfg) + bo, entries
 
@@ -186,31 +178,6 @@ class Attention(nn.Module):
             out = out + jnp.einsum("bhqs,bhsk->bhqk", probs[..., start : start + n], v.astype(f32))
             start += n
         return out.transpose(0, 2, 1, 3)  # [b, 1, heads, kv]
-
-    def _softmax(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, in_order: bool) -> jax.Array:
-        """Softmax attention; over in-order causal rows query block i attends only to the keys its mask can let
-        through: those before the block's end (and, local, within a window of its start)."""
-        cfg = self.config
-        dropout_on = cfg.attn_dropout > 0 and not self.deterministic
-        window = cfg.window_size if self.kind == "local" else None
-        if in_order and cfg.cpu_matmuls and not dropout_on:  # CPU training: blocks of 64 rows, written-out backward
-            return causal_attention(q, k, v, query_blocks(q.shape[1], min_rows=64), window)
-        blocks = query_blocks(q.shape[1]) if in_order else 1
-        q32, k32, v32 = (t.astype(jnp.float32) for t in (q, k, v))
-        if not dropout_on and blocks == 1:  # the fused path when nothing needs the probabilities themselves
-            return jax.nn.dot_product_attention(q32, k32, v32, mask=mask[:, None], scale=1.0)
-        if not dropout_on:  # keys are the queries' own positions here (no memory kv)
-            outs = []
-            for start, end, first in query_spans(q.shape[1], blocks, window):
-                block_mask = mask[:, None, start:end, first:end]
-                qb, kb, vb = q32[:, start:end], k32[:, first:end], v32[:, first:end]
-                outs.append(jax.nn.dot_product_attention(qb, kb, vb, mask=block_mask, scale=1.0))
-            return jnp.concatenate(outs, axis=1)
-        scores = jnp.einsum("bqhk,bshk->bhqs", q32, k32)
-        scores = jnp.where(mask[:, None], scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1)
-        probs = nn.Dropout(cfg.attn_dropout)(probs, deterministic=False)
-        return jnp.einsum("bhqs,bshk->bqhk", probs, v32)
 
     def _linear(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
         """GPT-Neo's linear attention over a whole chunk: the cumulative-sum form when causal."""

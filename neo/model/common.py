@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from neo.model.config import ModelConfig
+from neo.model.kernels import kernels_for
 
 Initializer = Callable[..., jax.Array]
 FEW_ROWS = 64  # products with at most this many rows (decoding) take the `rows_times_weight` form
@@ -66,52 +67,19 @@ def dense_param(
 def dense(x: jax.Array, w: jax.Array, spec: str, cfg: ModelConfig) -> jax.Array:
     """`einsum(spec, x, w)` for a `dense_param` weight, where x's trailing dims contract with w's leading ones.
 
-    A weight stored [out, in] (`cfg.weights_out_first`) meets a few rows through `rows_times_weight`; many rows
-    (a prefill) as x @ w.T, which XLA CPU runs as fast as x @ w. With `cfg.cpu_matmuls` (training on CPU devices)
-    the product's gradients take the operand orders of `cpu_matmul`.
+    The product is the configured kernels' (`neo.model.kernels`: on CPUs its gradients take XLA CPU's fast operand
+    orders). A weight stored [out, in] (`cfg.weights_out_first`, decoding) meets a few rows through
+    `rows_times_weight`; many rows (a prefill) as x @ w.T, which XLA CPU runs as fast as x @ w.
     """
-    if not cfg.weights_out_first and not cfg.cpu_matmuls:
-        return jnp.einsum(spec, x, w)
+    if not cfg.weights_out_first:
+        return kernels_for(cfg.attention_impl, cfg.precision).dense(x, w, spec)
     xs, ws = spec.split("->")[0].split(",")
     n_in = len(set(xs) & set(ws))
-    if not cfg.weights_out_first:
-        lead, outs = x.shape[: x.ndim - n_in], w.shape[n_in:]
-        y = cpu_matmul(x.reshape(math.prod(lead), -1), w.reshape(-1, math.prod(outs)))
-        return y.reshape(*lead, *outs)
     lead, outs = x.shape[: x.ndim - n_in], w.shape[: w.ndim - n_in]
     rows, w2 = math.prod(lead), w.reshape(math.prod(outs), -1)
     x2 = x.reshape(rows, -1)
     y = jnp.einsum("ni,oi->no", x2, w2) if rows > FEW_ROWS else rows_times_weight(x2, w2)
     return y.reshape(*lead, *outs)
-
-
-@jax.custom_vjp
-def cpu_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
-    """x [rows, in] @ w [in, out], whose backward pass forms its products the way XLA CPU runs them fastest.
-
-    Left to itself, XLA CPU folds the transposes of the weight gradient x.T @ dy into the dot and often transposes
-    dy for another consumer, and its dot then reads one or both operands across their rows: 1.4-1.8x slower than
-    row-major operands for the MLP shapes of a small model. Here the transpose of the smaller operand is made
-    explicitly behind an optimisation barrier, and the product is formed with its wider dimension last (XLA CPU's
-    faster orientation). Same values as `x @ w` and its autodiff gradients.
-    """
-    return x @ w
-
-
-def _cpu_matmul_fwd(x: jax.Array, w: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    return x @ w, (x, w)
-
-
-def _cpu_matmul_bwd(res: tuple[jax.Array, jax.Array], dy: jax.Array) -> tuple[jax.Array, jax.Array]:
-    x, w = res
-    barrier = jax.lax.optimization_barrier
-    dx = jnp.einsum("no,io->ni", dy, w)  # dy @ w.T: XLA CPU reads a transposed weight at full rate
-    if w.shape[1] < w.shape[0]:  # ([out, rows] @ [rows, in]).T: the wider dimension last
-        return dx, barrier(barrier(dy.T) @ x).T
-    return dx, barrier(x.T) @ dy  # [in, rows] @ [rows, out]
-
-
-cpu_matmul.defvjp(_cpu_matmul_fwd, _cpu_matmul_bwd)
 
 
 def rows_times_weight(x: jax.Array, w: jax.Array, **dot_kwargs: Any) -> jax.Array:

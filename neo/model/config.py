@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from neo.errors import ConfigError
 
@@ -40,6 +40,7 @@ ACTIVATIONS = (
 )
 DTYPES = ("float32", "bfloat16")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+ATTENTION_IMPLS = ("auto", "xla", "splash", "cudnn", "cpu")  # see neo.model.kernels
 
 
 @dataclass
@@ -94,12 +95,12 @@ class ModelConfig:
     # none | full (save nothing) | dots (save matmul outputs, recompute the elementwise ops: less memory than none,
     # and on CPU 12% faster, as it writes fewer activations) | dots_no_batch
     remat_policy: str = "dots"
-    # dense weights stored [out, in] instead of [in, out]: set by neo.model.decode for its few-row products only;
-    # checkpoints, converters and training always use [in, out]
-    weights_out_first: bool = False
-    # backward-pass products in the operand orders XLA CPU runs fastest (neo.model.common.cpu_matmul): set by the
-    # trainer when its devices are CPUs; the same values either way
-    cpu_matmuls: bool = False
+    # attention (and matmul) kernels, neo.model.kernels: auto | xla | splash | cudnn | cpu. auto = cpu kernels on
+    # CPUs, splash flash attention on TPUs, cuDNN flash attention on NVIDIA GPUs (bfloat16 models; else xla).
+    # A choice the devices cannot run (e.g. cudnn on CPUs) is a one-line error.
+    attention_impl: str = "auto"
+    # not a key: dense weights stored [out, in] instead of [in, out], true only of `DecodingConfig`
+    weights_out_first: ClassVar[bool] = False
 
     # ---- derived --------------------------------------------------------------------------------------------
     @property
@@ -168,10 +169,10 @@ class ModelConfig:
         for key in ("precision", "param_dtype"):
             if getattr(self, key) not in DTYPES:
                 raise ConfigError(f"model.{key} '{getattr(self, key)}' is not one of: {', '.join(DTYPES)}")
-        if self.weights_out_first:
-            raise ConfigError("model.weights_out_first is set by `neo sample` while decoding only; remove it")
-        if self.cpu_matmuls:
-            raise ConfigError("model.cpu_matmuls is set by `neo train` from the devices it runs on; remove it")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ConfigError(
+                f"model.attention_impl '{self.attention_impl}' is not one of: {', '.join(ATTENTION_IMPLS)}"
+            )
         if self.remat_policy not in REMAT_POLICIES:
             raise ConfigError(f"model.remat_policy '{self.remat_policy}' is not one of: {', '.join(REMAT_POLICIES)}")
         for key in ("embed_dropout", "attn_dropout", "res_dropout"):
@@ -211,3 +212,10 @@ class ModelConfig:
                 raise ConfigError(
                     "model.mlm_mask_prob must be in (0, 1] and mlm_same_token_prob + mlm_random_token_prob <= 1"
                 )
+
+
+class DecodingConfig(ModelConfig):
+    """The same model laid out for decoding (made by `neo.model.decode.for_decoding` only): layers unrolled and
+    dense weights stored [out, in], for its few-row products. Checkpoints, converters and training use [in, out]."""
+
+    weights_out_first: ClassVar[bool] = True

@@ -32,7 +32,7 @@ from jax.sharding import Mesh, PartitionSpec
 from neo.errors import ConfigError
 from neo.model.attention import CACHE_AXES, Cache, write_cache
 from neo.model.common import dtype_of
-from neo.model.config import ModelConfig
+from neo.model.config import DecodingConfig, ModelConfig
 from neo.model.transformer import GPTNeo
 
 Rules = tuple[tuple[str, Any], ...]  # flax logical-axis rules, as neo.parallel.layout.layout_rules makes them
@@ -182,7 +182,7 @@ def for_decoding(cfg: ModelConfig, params: Any) -> tuple[ModelConfig, Any]:
         for i in range(cfg.n_layer):
             flat[f"h_{i}"] = jax.tree.map(lambda a, r=i // period: a[r], params["blocks"][f"layer_{i % period}"])
         cfg, params = dataclasses.replace(cfg, scan_layers=False), flat
-    out_cfg = dataclasses.replace(cfg, weights_out_first=True)
+    out_cfg = DecodingConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})
 
     def permute(a: Any, before: tuple[str | None, ...], after: tuple[str | None, ...]) -> Any:
         return a if before == after else jnp.transpose(a, [before.index(n) for n in after])

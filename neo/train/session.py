@@ -22,6 +22,7 @@ from neo.config import NeoConfig
 from neo.data import pipeline
 from neo.data.card import DatasetCard, dataset_card
 from neo.errors import CheckpointError, ConfigError
+from neo.model import kernels
 from neo.model.objectives import auto_loss_chunks
 from neo.model.transformer import GPTNeo
 from neo.parallel import layout as layout_lib
@@ -218,10 +219,12 @@ def build_session(
         mesh = mesh_lib.make_mesh(cfg.mesh, devices=devices)
     if rules is None:
         rules = layout_lib.layout_rules(cfg.mesh.layout, mesh.axis_names)
-    # on CPU devices the backward pass takes XLA CPU's fast operand orders (same values; a layout search's TPU or GPU
-    # topology keeps XLA's own)
-    on_cpu = mesh.devices.flat[0].platform == "cpu"
-    model = GPTNeo(replace(cfg.model, cpu_matmuls=on_cpu))
+    # the kernels for the devices the step compiles for (a layout search's or dry run's TPU topology included):
+    # `auto` resolves here, and a choice these devices cannot run fails now, in one line
+    platform = kernels.platform_of(mesh.devices.flat[0])
+    on_cpu = platform == "cpu"
+    impl = kernels.resolve(cfg.model.attention_impl, platform, cfg.model.precision)
+    model = GPTNeo(replace(cfg.model, attention_impl=impl))
     tx = build_optimizer(cfg.optimizer, cfg.train.steps)
     st_layout = state_layout(model, tx, mesh, rules)
     batch_spec = nn.logical_to_mesh_axes(("batch", None), rules)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding
 
+from neo.model.kernels import kernels_for
 from neo.model.objectives import lm_head_loss
 from neo.model.transformer import GPTNeo, output_embedding, total_aux_loss
 from neo.train.state import State, StateLayout
@@ -47,8 +48,9 @@ def loss_fn(
         features_only=True,
     )
     head = output_embedding(cfg, params)
+    cpu_matmuls = kernels_for(cfg.attention_impl, cfg.precision).CPU_MATMULS
     loss, (ce, z) = lm_head_loss(
-        features, head, targets, weights, z_coef=cfg.z_loss, chunks=loss_chunks, cpu_matmuls=cfg.cpu_matmuls
+        features, head, targets, weights, z_coef=cfg.z_loss, chunks=loss_chunks, cpu_matmuls=cpu_matmuls
     )
     aux = z + total_aux_loss(extra.get("losses", {}))  # z-loss, plus the MoE balance losses the model sowed
     return loss + total_aux_loss(extra.get("losses", {})), {"ce_loss": ce, "aux_loss": aux}

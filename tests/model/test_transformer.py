@@ -183,7 +183,7 @@ def test_aux_losses_are_sown_for_the_trainer() -> None:
 
 @pytest.mark.parametrize("glu", [False, True])
 def test_cpu_matmul_forms_keep_values_and_gradients(glu: bool) -> None:
-    """`cpu_matmuls` (the trainer's setting on CPU devices) only reorders the backward products: same loss, same
+    """The cpu kernels (`auto` on CPU devices) only reorder the backward products: same loss, same
     gradients for every parameter, including MLP weights wider out than in and narrower (the two orientations)."""
     cfg = small(mlp_glu=glu)
     params = params_for(cfg)
@@ -193,8 +193,8 @@ def test_cpu_matmul_forms_keep_values_and_gradients(glu: bool) -> None:
         model = GPTNeo(c)
         return lambda p: jnp.mean(model.apply({"params": p}, tokens) ** 2)
 
-    want_loss, want = jax.value_and_grad(loss(cfg))(params)
-    got_loss, got = jax.jit(jax.value_and_grad(loss(dataclasses.replace(cfg, cpu_matmuls=True))))(params)
+    want_loss, want = jax.value_and_grad(loss(dataclasses.replace(cfg, attention_impl="xla")))(params)
+    got_loss, got = jax.jit(jax.value_and_grad(loss(dataclasses.replace(cfg, attention_impl="cpu"))))(params)
     assert float(got_loss) == pytest.approx(float(want_loss), rel=1e-6)
     flat_want = jax.tree_util.tree_leaves_with_path(nn.meta.unbox(want))
     flat_got = dict(jax.tree_util.tree_leaves_with_path(nn.meta.unbox(got)))
@@ -208,7 +208,7 @@ def test_cpu_matmul_forms_keep_values_and_gradients(glu: bool) -> None:
 def test_query_blocks_equal_the_full_square(length: int, window: int) -> None:
     """In-order training rows skip, per block of queries, the keys the causal/local mask hides: same logits and
     gradients as the full square (taken when positions are passed explicitly)."""
-    from neo.model.attention import query_blocks
+    from neo.model.kernels.xla import query_blocks
 
     assert query_blocks(length) == {96: 2, 256: 8}[length]
     cfg = small(n_ctx=256, window_size=window)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neo.model.blocked_attention import causal_attention, query_spans
+from neo.model.kernels.cpu import causal_attention, query_spans
 
 
 def _reference(q: jax.Array, k: jax.Array, v: jax.Array, window: int | None) -> jax.Array:

@@ -85,7 +85,7 @@ def placed_cache(cfg: ModelConfig, batch: int, length: int, mesh: Mesh | None, r
 
 class Steps(NamedTuple):
     forward: Callable  # (params, tokens, positions, valid, cache, index) -> (last logits [b, vocab], cache)
-    step: Callable  # (..., key, temperature, top_k, top_p, greedy=) -> (token [b, 1], next positions [b, 1], cache)
+    step: Callable  # (..., key, temperature, top_k, top_p, vocab, greedy=) -> (token [b, 1], next positions, cache)
     # both are two dispatches: the jitted model call (reads the cache), then `write` (the cache donated)
 
 
@@ -101,8 +101,9 @@ def _build_steps(cfg: ModelConfig) -> Steps:
         )
         return logits[:, -1], entries
 
-    def choose(params, tokens, positions, valid, cache, index, key, temperature, top_k, top_p, *, greedy):
+    def choose(params, tokens, positions, valid, cache, index, key, temperature, top_k, top_p, vocab, *, greedy):
         logits, entries = logits_and_entries(params, tokens, positions, valid, cache)
+        logits = jnp.where(jnp.arange(logits.shape[-1]) < vocab, logits, -jnp.inf)  # ids the tokenizer has
         if greedy:
             chosen = jnp.argmax(logits, axis=-1)
         else:
@@ -119,8 +120,8 @@ def _build_steps(cfg: ModelConfig) -> Steps:
         logits, entries = logits_jit(params, tokens, positions, valid, cache)
         return logits, write_jit(cache, entries, index)
 
-    def step(params, tokens, positions, valid, cache, index, key, temperature, top_k, top_p, *, greedy):
-        args = (params, tokens, positions, valid, cache, index, key, temperature, top_k, top_p)
+    def step(params, tokens, positions, valid, cache, index, key, temperature, top_k, top_p, vocab, *, greedy):
+        args = (params, tokens, positions, valid, cache, index, key, temperature, top_k, top_p, vocab)
         chosen, next_positions, entries = choose_jit(*args, greedy=greedy)
         return chosen, next_positions, write_jit(cache, entries, index)
 
@@ -172,22 +173,41 @@ def for_decoding(cfg: ModelConfig, params: Any) -> tuple[ModelConfig, Any]:
     Scan keeps compile time flat for training, but a scanned decode step threads the whole KV cache through the
     loop carry; unrolled, each layer has its own cache buffer (2.3x faster per token for neo_125M on CPU). With
     `weights_out_first` the few-row products stream each weight in the order XLA CPU reads fastest (see
-    `neo.model.common.rows_times_weight`). Each weight is permuted as its logical axis names say.
+    `neo.model.common.rows_times_weight`). Each weight is permuted as its logical axis names say, all of them in one
+    compiled program (leaf by leaf, the eager transposes and slices cost ~1.5 s of `neo sample`'s start-up).
     """
     if cfg.weights_out_first:
         return cfg, params
-    if cfg.scan_layers:
+    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    return DecodingConfig(**{**fields, "scan_layers": False}), _relayout(cfg)(params)
+
+
+_RELAYOUTS: dict[str, Callable[[Any], Any]] = {}
+
+
+def _relayout(cfg: ModelConfig) -> Callable[[Any], Any]:
+    """jit(params -> decoding params) for `cfg`, made once per config."""
+    key = repr(cfg)
+    if key in _RELAYOUTS:
+        return _RELAYOUTS[key]
+    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    before, after = _axis_names(cfg), _axis_names(DecodingConfig(**fields))  # scanned alike, so both trace fast
+
+    def relayout(params: Any) -> Any:
+        def permute(a: Any, was: tuple[str | None, ...], now: tuple[str | None, ...]) -> Any:
+            return a if was == now else jnp.transpose(a, [was.index(n) for n in now])
+
+        params = jax.tree.map(permute, params, before, after)
+        if not cfg.scan_layers:
+            return params
         period = cfg.scan_period()
         flat = {k: v for k, v in params.items() if k != "blocks"}
         for i in range(cfg.n_layer):
             flat[f"h_{i}"] = jax.tree.map(lambda a, r=i // period: a[r], params["blocks"][f"layer_{i % period}"])
-        cfg, params = dataclasses.replace(cfg, scan_layers=False), flat
-    out_cfg = DecodingConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})
+        return flat
 
-    def permute(a: Any, before: tuple[str | None, ...], after: tuple[str | None, ...]) -> Any:
-        return a if before == after else jnp.transpose(a, [before.index(n) for n in after])
-
-    return out_cfg, jax.tree.map(permute, params, _axis_names(cfg), _axis_names(out_cfg))
+    _RELAYOUTS[key] = jax.jit(relayout)
+    return _RELAYOUTS[key]
 
 
 def _axis_names(cfg: ModelConfig) -> Any:
@@ -240,11 +260,13 @@ def generate(
     on_token: Callable[[int, int], None] | None = None,
     mesh: Mesh | None = None,
     rules: Rules | None = None,
+    vocab_size: int | None = None,
 ) -> list[list[int]]:
     """Continue each prompt; returns the new tokens per prompt (an emitted `eos_id` ends a row and is not included).
 
     temperature 0 is greedy. `on_token(row, token)` is called for every emitted token as it is produced. With
     `mesh` and `rules`, the model runs sharded as the rules say (greedy output equals the single-device one).
+    `vocab_size` (the tokenizer's) keeps the ids a model's padded vocabulary has beyond it from ever being chosen.
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ConfigError("generate needs at least one non-empty prompt; pass token ids of the prompt text")
@@ -276,7 +298,8 @@ def generate(
 
     steps = steps_for(cfg, mesh, rules)
     greedy = temperature == 0
-    knobs = (jax.random.PRNGKey(seed), np.float32(temperature or 1.0), np.int32(top_k), np.float32(top_p))
+    vocab = np.int32(cfg.n_vocab if vocab_size is None else min(vocab_size, cfg.n_vocab))
+    knobs = (jax.random.PRNGKey(seed), np.float32(temperature or 1.0), np.int32(top_k), np.float32(top_p), vocab)
     out: list[list[int]] = [[] for _ in prompts]
     done = np.arange(batch) >= rows
     with _placement(mesh, rules):

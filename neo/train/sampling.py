@@ -177,6 +177,7 @@ def sample_texts(
         on_token=on_token,
         mesh=loaded.mesh,
         rules=loaded.rules,
+        vocab_size=max(tok.get_vocab(with_added_tokens=True).values()) + 1,  # a model's can be larger
     )
     texts = []
     for row, ids in enumerate(outputs):

@@ -118,3 +118,17 @@ def test_decoding_layout_computes_the_same_logits(changes: dict, rows: int) -> N
         want = np.asarray(logits_fn(cfg)(params, tokens[:, :length]))
         got = np.asarray(logits_fn(dcfg)(dparams, tokens[:, :length]))
         np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
+
+
+def test_ids_beyond_the_tokenizer_are_never_emitted() -> None:
+    """A model vocabulary padded past its tokenizer's (e.g. rounded up to 128) never samples the padding rows."""
+    cfg = small()
+    params = params_for(cfg)
+    prompt = [SEQ[0, :5].tolist()]
+    free = generate(cfg, params, prompt, max_new_tokens=24, temperature=5.0, seed=1)
+    assert max(free[0]) >= 20  # hot sampling over the whole vocabulary reaches the high ids
+    for seed in range(3):
+        limited = generate(cfg, params, prompt, max_new_tokens=24, temperature=5.0, seed=seed, vocab_size=20)
+        assert max(limited[0]) < 20
+    greedy = generate(cfg, params, prompt, max_new_tokens=8, temperature=0.0, vocab_size=20)
+    assert max(greedy[0]) < 20

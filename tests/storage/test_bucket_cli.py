@@ -137,7 +137,8 @@ def test_run_in_the_bucket_survives_sigkill_and_resumes_bit_identical(
     sampled = done["sample"][0]
     assert sampled.startswith("the model") and len(sampled) > len("the model")
     assert json.loads(done["eval"][0])["step"] == 12
-    assert {storage.basename(p) for p in storage.listdir(hf)} == {"config.json", "model.safetensors", "tokenizer.json"}
+    files = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"}
+    assert {storage.basename(p) for p in storage.listdir(hf)} == files
     back = _run(gcs_emulator, "convert", "from-hf", hf, f"{gcs_emulator.bucket_url}/runs/from-hf", cwd=cwd)
     assert back.returncode == 0, back.stderr
     assert storage.isfile(f"{gcs_emulator.bucket_url}/runs/from-hf/config.yaml")

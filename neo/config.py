@@ -172,6 +172,11 @@ def compose(overrides: list[str] | None = None) -> NeoConfig:
     return to_config(compose_dict(overrides))
 
 
+# Keys older snapshots carry that no longer exist: they described how, not what (now `model.attention_impl` and
+# the decoding layout), so dropping them keeps the run's meaning.
+RETIRED_KEYS = {"model": ("weights_out_first", "cpu_matmuls")}
+
+
 def load(path: str | Path, overrides: list[str] | None = None) -> NeoConfig:
     """Load a config snapshot (a run directory's `config.yaml`) back into typed form, with `key=value` overrides."""
     path = Path(path)
@@ -179,8 +184,13 @@ def load(path: str | Path, overrides: list[str] | None = None) -> NeoConfig:
         raise ConfigError(f"no config file at {path}; pass a run directory written by `neo train`")
     _register_schema()
     try:
+        snapshot = OmegaConf.load(path)
+        for section, keys in RETIRED_KEYS.items():  # snapshots of runs written before these keys left the schema
+            node = snapshot.get(section) if isinstance(snapshot, DictConfig) else None
+            for key in keys if isinstance(node, DictConfig) else ():
+                node.pop(key, None)
         merged = OmegaConf.merge(
-            OmegaConf.structured(NeoConfig), OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides or []))
+            OmegaConf.structured(NeoConfig), snapshot, OmegaConf.from_dotlist(list(overrides or []))
         )
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{path}: {_one_line(exc)}") from None

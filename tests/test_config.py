@@ -67,6 +67,17 @@ def test_snapshot_round_trip(tmp_path) -> None:
     assert load(path) == cfg
 
 
+def test_snapshots_of_older_runs_still_load(tmp_path) -> None:
+    """Runs written before `model.attention_impl` carried the two layout flags it replaced."""
+    cfg = compose(["model=tiny"])
+    old = to_yaml(cfg).replace("model:\n", "model:\n  weights_out_first: false\n  cpu_matmuls: true\n", 1)
+    (tmp_path / "config.yaml").write_text(old)
+    assert load(tmp_path / "config.yaml") == cfg
+    (tmp_path / "config.yaml").write_text(old.replace("cpu_matmuls", "cpu_matmulz"))
+    with pytest.raises(ConfigError, match="cpu_matmulz"):  # a key that never existed is still an error
+        load(tmp_path / "config.yaml")
+
+
 def test_load_missing_snapshot_is_a_user_error(tmp_path) -> None:
     with pytest.raises(ConfigError, match="no config file"):
         load(tmp_path / "config.yaml")

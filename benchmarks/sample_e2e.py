@@ -35,9 +35,10 @@ torch.set_num_threads({threads})
 tok = PreTrainedTokenizerFast(tokenizer_file=hf_dir + "/tokenizer.json")
 model = GPTNeoForCausalLM.from_pretrained(hf_dir).eval()
 ids = torch.tensor([tok.encode(prompt)])
+beyond = list(range(len(tok), model.config.vocab_size))  # ids the tokenizer lacks: neo never emits them either
 with torch.inference_mode():
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
-                         do_sample=False, eos_token_id=None, pad_token_id=0)
+                         do_sample=False, eos_token_id=None, pad_token_id=0, suppress_tokens=beyond or None)
 sys.stdout.write(prompt + tok.decode(out[0, ids.shape[1]:].tolist()))
 """
 

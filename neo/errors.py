@@ -35,3 +35,31 @@ class TrainingError(NeoError):
 
 class StorageError(NeoError):
     """A path or URL cannot be used: no such bucket or object, no credentials, or the endpoint is unreachable."""
+
+
+_FULL_ERRNOS = {28: "no space left on the device", 27: "a file-size limit was hit", 122: "the disk quota is exceeded"}
+_FULL_TEXT = {"No space left on device": 28, "File too large": 27, "Disk quota exceeded": 122}
+
+
+def storage_full(exc: BaseException) -> StorageError | None:
+    """The one-line error for a write that failed because the disk (or a size limit, or a quota) is full, or None.
+
+    Libraries report it in their own ways (OSError from Python, a tensorstore ValueError quoting the OS error from
+    orbax), so the exception and its causes are inspected by errno and by the OS's message.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        code = current.errno if isinstance(current, OSError) else None
+        if code not in _FULL_ERRNOS:
+            code = next((c for text, c in _FULL_TEXT.items() if text in str(current)), None)
+        if code is not None:
+            where = getattr(current, "filename", None)
+            at = f" writing {where}" if where else ""
+            return StorageError(
+                f"{_FULL_ERRNOS[code]}{at}; free space (or raise the limit) and rerun the same command: what was "
+                "saved before (checkpoints, finished shards) is intact and the rerun continues from it"
+            )
+        current = current.__cause__ or current.__context__
+    return None

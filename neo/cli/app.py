@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from neo.errors import NeoError
+from neo.errors import NeoError, storage_full
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow is only our TFRecord reader: keep it quiet
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -24,11 +25,13 @@ def _quiet_libraries() -> None:
     """Orbax and JAX log routine INFO/WARNING lines through absl; the CLI shows its own progress instead."""
     import logging
 
-    logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.CRITICAL)  # orbax also logs, at ERROR, what it then raises
     logging.getLogger("jax").setLevel(logging.ERROR)
     # an orbax restore runs one asyncio task per array: when a damaged checkpoint fails one (neo reports it in one
     # line), the others' errors would be logged as "Task exception was never retrieved" tracebacks
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    # a cache entry cut short (a full disk while it was written) is only recompiled: not the user's concern
+    warnings.filterwarnings("ignore", message="Error reading persistent compilation cache entry")
     previous = sys.unraisablehook
 
     def drop_late_callbacks(unraisable: Any) -> None:
@@ -105,6 +108,12 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/]")
         return 130
+    except Exception as exc:  # a full disk is no bug: one line, whatever library hit it
+        full = storage_full(exc)
+        if full is None:
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(str(full))}", highlight=False, soft_wrap=True)
+        return full.exit_code
     return code if isinstance(code, int) else 0
 
 

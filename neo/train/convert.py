@@ -23,21 +23,15 @@ HF_REQUIRED = ("vocab_size", "max_position_embeddings", "hidden_size", "num_head
 
 
 def load_hf_dir(hf_dir: str | os.PathLike[str]) -> tuple[ModelConfig, Any]:
-    """A HF GPT-Neo directory (config.json + model.safetensors, local or gs://...) as a neo model config and params."""
-    from safetensors.numpy import load_file
-
+    """A HF GPT-Neo directory (config.json + model.safetensors, or the shards a `model.safetensors.index.json`
+    lists; local or gs://...) as a neo model config and params."""
     from neo.model.hf import from_hf
 
     hf_dir = os.fspath(hf_dir)
-    config_path, weights = storage.join(hf_dir, "config.json"), storage.join(hf_dir, WEIGHTS)
+    config_path = storage.join(hf_dir, "config.json")
     if not storage.isfile(config_path):
         raise DataError(f"{hf_dir} has no config.json; pass a Hugging Face GPT-Neo model directory")
-    if not storage.isfile(weights):
-        found = ", ".join(storage.basename(p) for p in storage.listdir(hf_dir)) or "nothing"
-        raise DataError(
-            f"{hf_dir} has no {WEIGHTS} (found: {found}); neo loads safetensors only — re-save the model with "
-            "save_pretrained(..., safe_serialization=True)"
-        )
+    files = _weight_files(hf_dir)
     try:
         hf_config = json.loads(storage.read_text(config_path))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -48,15 +42,47 @@ def load_hf_dir(hf_dir: str | os.PathLike[str]) -> tuple[ModelConfig, Any]:
     missing = [k for k in HF_REQUIRED if k not in hf_config]
     if missing:
         raise DataError(f"{config_path} lacks {', '.join(missing)}: it is not a GPT-Neo config.json")
+    state: dict[str, Any] = {}
+    for weights in files:
+        state.update(_read_safetensors(weights))
+    return from_hf(hf_config, state)
+
+
+def _weight_files(hf_dir: str) -> list[str]:
+    """model.safetensors, or every shard its index names (each checked present before any is read)."""
+    single, index = storage.join(hf_dir, WEIGHTS), storage.join(hf_dir, WEIGHTS + ".index.json")
+    if storage.isfile(single):
+        return [single]
+    if storage.isfile(index):
+        try:
+            shards = sorted(set(json.loads(storage.read_text(index))["weight_map"].values()))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise DataError(f"{index} is not a safetensors index ({exc!r}); download it again") from None
+        absent = [s for s in shards if not storage.isfile(storage.join(hf_dir, s))]
+        if absent:
+            raise DataError(
+                f"{hf_dir} lacks {len(absent)} of the {len(shards)} shards its index lists ({', '.join(absent[:3])}"
+                f"{', ...' if len(absent) > 3 else ''}); download the missing files"
+            )
+        return [storage.join(hf_dir, s) for s in shards]
+    found = ", ".join(storage.basename(p) for p in storage.listdir(hf_dir)) or "nothing"
+    raise DataError(
+        f"{hf_dir} has no {WEIGHTS} (found: {found}); neo loads safetensors only — re-save the model with "
+        "save_pretrained(..., safe_serialization=True)"
+    )
+
+
+def _read_safetensors(weights: str) -> dict[str, Any]:
+    from safetensors.numpy import load_file
+
     with storage.local_file(weights) as local:
         try:
-            state = load_file(local)
+            return load_file(local)
         except Exception as exc:  # safetensors raises its own error types for a truncated or junk file
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise DataError(
                 f"{weights} is not a readable safetensors file ({first}); download or save it again"
             ) from None
-    return from_hf(hf_config, state)
 
 
 def _check_new(directory: str) -> None:

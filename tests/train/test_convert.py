@@ -200,3 +200,28 @@ def test_fine_tuning_a_converted_run_needs_no_model_overrides(
     cfg, after, step = load_run(run_dir)
     assert step == 2 and cfg.model.n_embd == 32 and cfg.model.n_ctx == 64
     assert not np.allclose(np.asarray(after["wte"]), np.asarray(before["wte"]))  # it trained the converted weights
+
+
+def test_a_sharded_hf_checkpoint_converts_and_a_missing_shard_is_named(
+    hf_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from transformers import GPTNeoForCausalLM
+
+    from neo.train.checkpoint import load_run
+
+    sharded = tmp_path / "sharded"
+    GPTNeoForCausalLM.from_pretrained(hf_dir).save_pretrained(sharded, safe_serialization=True, max_shard_size="20KB")
+    shards = sorted(sharded.glob("model-*.safetensors"))
+    assert len(shards) > 2 and (sharded / "model.safetensors.index.json").is_file()
+    assert run(["convert", "from-hf", str(sharded), str(tmp_path / "a")]) == 0
+    assert run(["convert", "from-hf", str(hf_dir), str(tmp_path / "b")]) == 0
+    _, from_shards, _ = load_run(tmp_path / "a")
+    _, from_one, _ = load_run(tmp_path / "b")
+    import jax
+
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), from_shards, from_one)
+    shards[1].unlink()
+    capsys.readouterr()
+    assert run(["convert", "from-hf", str(sharded), str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert shards[1].name in err and "download the missing files" in err and not (tmp_path / "c").exists()

@@ -91,10 +91,15 @@ def dataset_card(directory: str | os.PathLike[str]) -> DatasetCard:
     missing = [s.file for s in card.shards if s.file not in present]
     if missing:
         raise DataError(f"{directory} is missing shard {missing[0]}; re-run the same `neo data encode` to finish it")
-    for s in card.shards:  # a truncated copy or a full disk shows in the size, at the cost of one listing
-        if s.bytes and present[s.file] != s.bytes:
-            raise DataError(
-                f"{storage.join(directory, s.file)} has {present[s.file]:,} bytes but was written with {s.bytes:,}: "
-                "the file is damaged (truncated or changed); re-encode the dataset or restore the file"
-            )
+    # a truncated copy or a full disk shows in the size, at the cost of one listing; every damaged shard is named
+    damaged = [
+        f"{s.file} ({present[s.file]:,} of {s.bytes:,} bytes)"
+        for s in card.shards
+        if s.bytes and present[s.file] != s.bytes
+    ]
+    if damaged:
+        raise DataError(
+            f"{directory}: {len(damaged)} of {len(card.shards)} shards are damaged (truncated or changed): "
+            f"{', '.join(damaged)}; re-encode the dataset or restore those files"
+        )
     return card

@@ -52,3 +52,19 @@ def test_missing_pieces(dataset: Path, tmp_path: Path) -> None:
     (dataset / "data_00000.tfrecords").unlink()
     with pytest.raises(DataError, match="missing shard"):
         peek_dataset(dataset)
+
+
+def test_every_damaged_shard_is_named_in_one_line(tmp_path: Path, word_tokenizer: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    write_jsonl(src / "a.jsonl", [f"a b c {'z ' * i}" for i in range(6)])
+    encode_dataset([src], tmp_path / "ds", word_tokenizer, files_per=2)
+    shards = sorted((tmp_path / "ds").glob("*.tfrecords"))
+    assert len(shards) == 3
+    for shard in (shards[0], shards[2]):
+        shard.write_bytes(shard.read_bytes()[:-3])
+    with pytest.raises(DataError) as info:
+        peek_dataset(tmp_path / "ds")
+    message = str(info.value)
+    assert "2 of 3 shards are damaged" in message and shards[0].name in message and shards[2].name in message
+    assert shards[1].name not in message and "\n" not in message

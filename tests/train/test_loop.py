@@ -252,7 +252,7 @@ def test_a_truncated_shard_refuses_the_run_before_anything_is_written(
     run_dir = tmp_path / "run"
     assert run(["train", *tiny_overrides(tiny_dataset, run_dir, f"data.dir={data}", "data.mode=chunks")]) == 2
     err = capsys.readouterr().err
-    assert shard.name in err and "is damaged" in err and "Traceback" not in err
+    assert shard.name in err and "damaged (truncated or changed)" in err and "Traceback" not in err
     assert not run_dir.exists()
 
 

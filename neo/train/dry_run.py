@@ -55,6 +55,7 @@ class DryRunReport:
     mfu: float = 0.0  # model FLOPs / (estimated step time x peak)
     compile_s: float = 0.0
     error: str = ""  # the compiler's own refusal (RESOURCE_EXHAUSTED): peak_bytes is then only a lower bound
+    attention: str = ""  # the attention kernel compiled (model.attention_impl, `auto` resolved for these devices)
 
     @property
     def fits(self) -> bool | None:
@@ -67,7 +68,7 @@ class DryRunReport:
             return (
                 f"{self.n_params:,} parameters on {self.devices} device(s), mesh {self.mesh}\n"
                 f"per device: more than {self.peak_bytes / GiB:.3f} GiB{cap}: {verdict} ({self.error})\n"
-                f"compiled by: {self.compiler} in {self.compile_s:.1f} s"
+                f"compiled by: {self.compiler} in {self.compile_s:.1f} s{self._kernel()}"
             )
         source = "" if self.exact else " (estimate: compiled for simulated CPU devices)"
         timing = f"est. step {format_seconds(self.step_time_s)}, est. MFU {self.mfu:.0%} (roofline estimate)\n"
@@ -76,8 +77,11 @@ class DryRunReport:
             f"per device: arguments {self.argument_bytes / GiB:.3f} GiB, temporaries {self.temp_bytes / GiB:.3f} GiB,"
             f" peak {self.peak_bytes / GiB:.3f} GiB{cap}: {verdict}{source}\n"
             + (timing if self.step_time_s > 0 else "")
-            + f"compiled by: {self.compiler} in {self.compile_s:.1f} s"
+            + f"compiled by: {self.compiler} in {self.compile_s:.1f} s{self._kernel()}"
         )
+
+    def _kernel(self) -> str:
+        return f", attention kernel: {self.attention}" if self.attention else ""
 
 
 def dry_run(cfg: NeoConfig) -> DryRunReport:
@@ -104,6 +108,7 @@ def dry_run(cfg: NeoConfig) -> DryRunReport:
             compiler=compiler_name(devices, exact),
             compile_s=time.perf_counter() - start,
             error=f"compiler: {oom[1]}",
+            attention=session.model.config.attention_impl,
         )
     from neo.model.params import abstract_variables
 
@@ -130,6 +135,7 @@ def dry_run(cfg: NeoConfig) -> DryRunReport:
         step_time_s=step_time,
         mfu=useful / (step_time * peak) if step_time > 0 and peak > 0 else 0.0,
         compile_s=cost.compile_s,
+        attention=session.model.config.attention_impl,
     )
 
 

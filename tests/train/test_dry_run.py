@@ -70,7 +70,10 @@ def test_layout_search_ranks_fitting_candidates_first_and_accounts_for_every_can
 
 def test_cli_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["train", "--dry-run", *SMALL, "mesh=cpu-8"]) == 0
-    assert "per device" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "per device" in out and "attention kernel: cpu" in out  # `auto`, resolved for these devices
+    assert run(["train", "--dry-run", *SMALL, "mesh=cpu-8", "model.attention_impl=xla"]) == 0
+    assert "attention kernel: xla" in capsys.readouterr().out
 
 
 needs_libtpu = pytest.mark.skipif(

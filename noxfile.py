@@ -16,14 +16,14 @@ def tests(session: nox.Session) -> None:
 
     The `aot` extra adds libtpu on Linux x86-64, so the TPU ahead-of-time compile tests run instead of skipping.
     """
-    session.install(".[test,hf,aot]")
+    session.install(".[test,hf,aot,wandb]")
     session.run("python", "-m", "pytest", "-m", "not slow", *session.posargs)
 
 
 @nox.session
 def slow(session: nox.Session) -> None:
     """The slow suite: large-model dry runs (TPU pods through libtpu), long training comparisons, benchmarks."""
-    session.install(".[test,hf,aot]")
+    session.install(".[test,hf,aot,wandb]")
     session.run("python", "-m", "pytest", "-m", "slow", *session.posargs)
 
 

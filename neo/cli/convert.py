@@ -14,12 +14,17 @@ convert_app = typer.Typer(
 
 @convert_app.command("from-hf")
 def from_hf(
-    hf_dir: str = typer.Argument(..., help="A HF GPT-Neo directory (or gs://...): config.json, model.safetensors."),
+    hf_dir: str = typer.Argument(
+        ...,
+        help="A HF GPT-Neo directory (or gs://...): config.json, model.safetensors; or a hub id such as "
+        "EleutherAI/gpt-neo-125M, taken from the local Hugging Face cache (downloaded when online, unless "
+        "HF_HUB_OFFLINE=1).",
+    ),
     run_dir: str = typer.Argument(..., help="The neo run directory to create (local or gs://...)."),
 ) -> None:
-    """Make a neo run directory from a Hugging Face GPT-Neo model (sample, eval, fine-tune it).
+    """Make a neo run directory from a Hugging Face GPT-Neo model and its tokenizer (sample, eval, fine-tune it).
 
-    Example: neo convert from-hf ./gpt-neo-125M runs/neo125M
+    Example: neo convert from-hf EleutherAI/gpt-neo-125M runs/neo125M
     """
     from neo.train.convert import from_hf_dir
 
@@ -30,14 +35,18 @@ def from_hf(
 def to_hf(
     run_dir: str = typer.Argument(..., help="A neo run directory (local or gs://...)."),
     hf_dir: str = typer.Argument(..., help="The HF directory to create (local or gs://...)."),
+    max_shard_size: str = typer.Option(
+        "5GB", help="Split model.safetensors into shards of at most this size (e.g. 2GB, 500MB), with an index."
+    ),
 ) -> None:
-    """Export a run's latest parameters as a Hugging Face GPT-Neo model (transformers loads it).
+    """Export a run's latest parameters and tokenizer as a Hugging Face GPT-Neo model: AutoModelForCausalLM,
+    AutoTokenizer and pipeline("text-generation") load it, and it stops where `neo sample` stops.
 
     Example: neo convert to-hf runs/small ./small-hf
     """
-    from neo.train.convert import to_hf_dir
+    from neo.train.convert import parse_size, to_hf_dir
 
-    out.print(f"wrote {to_hf_dir(run_dir, hf_dir)}")
+    out.print(f"wrote {to_hf_dir(run_dir, hf_dir, parse_size(max_shard_size))}")
 
 
 @convert_app.command("from-mtf")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from neo.errors import ConfigError
 
 OPTIMIZERS = ("adam", "adafactor")
 DECAYS = ("cosine", "linear")
+TRACKERS = ("jsonl", "tensorboard", "wandb")
 
 
 @dataclass
@@ -60,6 +61,13 @@ class TrainConfig:
     # memory for large vocabularies (must divide model.n_ctx). 0 = auto: on CPU chunks of <= 16 MiB of logits
     # (faster there), elsewhere one pass
     loss_chunks: int = 0
+    # where logged rows go: jsonl (metrics.jsonl in the run directory), tensorboard (its tensorboard/ folder), wandb
+    # (Weights & Biases: `pip install 'neo[wandb]'`; WANDB_MODE=offline keeps the run on disk for `wandb sync`)
+    trackers: list[str] = field(default_factory=lambda: ["jsonl", "tensorboard"])
+    wandb_project: str = "neo"  # the W&B project; the run's name and id come from the run directory
+    # [first, last]: write a jax.profiler trace of these steps (1-based, inclusive) to the run directory's profile/
+    # (TensorBoard's profile tab, or Perfetto: perfetto_trace.json.gz); [] = off
+    profile_steps: list[int] = field(default_factory=list)
 
     def validate(self) -> None:
         for key in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
@@ -68,3 +76,11 @@ class TrainConfig:
         for key in ("tokens_per_mb_per_replica", "eval_every", "eval_steps", "predict_steps", "loss_chunks"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
+        unknown = [t for t in self.trackers if t not in TRACKERS]
+        if unknown:
+            raise ConfigError(f"train.trackers: unknown tracker '{unknown[0]}'; choose from: {', '.join(TRACKERS)}")
+        steps = list(self.profile_steps)
+        if steps and (len(steps) != 2 or not 1 <= steps[0] <= steps[1]):
+            raise ConfigError(
+                f"train.profile_steps must be [first, last] with 1 <= first <= last (e.g. [10,12]), got {steps}"
+            )

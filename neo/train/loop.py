@@ -29,6 +29,7 @@ from neo.errors import CheckpointError, ConfigError, DataError, TrainingError
 from neo.train.checkpoint import Checkpoints, load_snapshot
 from neo.train.metrics import MetricsWriter, flops_per_token
 from neo.train.prefetch import Prefetch
+from neo.train.profile import StepProfiler
 from neo.train.run_lock import run_lock
 from neo.train.session import Session, build_session
 
@@ -145,7 +146,14 @@ def _train(cfg: NeoConfig, run_dir: str, session: Session, hooks: Hooks) -> Trai
     tcfg = cfg.train
     ckpts = Checkpoints(run_dir, keep=tcfg.keep_checkpoints, async_save=tcfg.async_checkpointing)
     state, start_step = session.initial_state(ckpts, hooks.on_warning)
-    writer = MetricsWriter(run_dir, enabled=is_chief)
+    writer = MetricsWriter(
+        run_dir,
+        enabled=is_chief,
+        trackers=tcfg.trackers,
+        wandb_project=tcfg.wandb_project,
+        config=dataclasses.asdict(cfg),
+    )
+    profiler = StepProfiler(run_dir, tcfg.profile_steps)
     writer.truncate_after(start_step)
     tokens_per_step = tcfg.batch_size * cfg.model.n_ctx
     fpt = flops_per_token(cfg.model, session.n_params)
@@ -196,8 +204,10 @@ def _train(cfg: NeoConfig, run_dir: str, session: Session, hooks: Hooks) -> Trai
                         ckpts.save(step, state, {"seed": tcfg.seed})
                         hooks.on_checkpoint({"step": step})
                     raise
+                profiler.before(step + 1)
                 state, metrics = session.train_step(state, batch)
                 step += 1
+                profiler.after(step, metrics)
                 pending.append((step, metrics))
                 hooks.on_advance(step)
                 signalled = stop.signalled is not None  # read once: a signal arriving later waits for the next step
@@ -228,6 +238,7 @@ def _train(cfg: NeoConfig, run_dir: str, session: Session, hooks: Hooks) -> Trai
                     meter.restart_clock()
             drain()
         finally:
+            profiler.stop()
             ckpts.close()
             writer.close()
     result.final_step = step

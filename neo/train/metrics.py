@@ -1,7 +1,8 @@
-"""Throughput and MFU accounting, and the run's metric sinks (metrics.jsonl and TensorBoard)."""
+"""Throughput and MFU accounting, and the run's metric sinks (`train.trackers`: metrics.jsonl, TensorBoard, W&B)."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -9,12 +10,14 @@ import os
 import socket
 import tempfile
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
 from neo import storage
 from neo.data.tfrecord import frame
+from neo.errors import ConfigError
 from neo.model.config import ModelConfig
 
 
@@ -37,7 +40,8 @@ _WRITERS = itertools.count()  # tells apart the event files of writers opened in
 
 
 class MetricsWriter:
-    """The run's metric sinks: `metrics.jsonl` (one JSON object per logged step) and TensorBoard scalars.
+    """The run's metric sinks, as `train.trackers` names them: `metrics.jsonl` (one JSON object per logged step),
+    TensorBoard scalars, and Weights & Biases.
 
     Event files are TFRecords of `Event` protos, framed by `neo.data.tfrecord` (no TensorFlow import). A local run
     directory gets each row appended at once. In an object store (no append) the rows are kept in memory and the
@@ -46,8 +50,17 @@ class MetricsWriter:
     resumed run finds every row up to its checkpoint.
     """
 
-    def __init__(self, run_dir: str | os.PathLike[str], enabled: bool = True, upload_every_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        enabled: bool = True,
+        upload_every_s: float = 30.0,
+        trackers: Sequence[str] = ("jsonl", "tensorboard"),
+        wandb_project: str = "neo",
+        config: dict[str, Any] | None = None,
+    ) -> None:
         self.enabled = enabled
+        self.jsonl = enabled and "jsonl" in trackers
         self.path = storage.join(run_dir, "metrics.jsonl")
         self.remote = storage.is_remote(run_dir)
         self.upload_every_s = upload_every_s
@@ -56,13 +69,14 @@ class MetricsWriter:
         self._last_upload = time.monotonic()
         self._events: Any = None
         self._stage: tempfile.TemporaryDirectory[str] | None = None
-        if not enabled:
+        self._wandb = WandbRun(run_dir, wandb_project, config or {}) if enabled and "wandb" in trackers else None
+        if self.jsonl and self.remote and storage.exists(self.path):
+            self._rows = storage.read_text(self.path).splitlines(keepends=True)
+        if not enabled or "tensorboard" not in trackers:
             return
         name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.{next(_WRITERS)}.neo"
         self._events_url = storage.join(run_dir, "tensorboard", name)
         if self.remote:
-            if storage.exists(self.path):
-                self._rows = storage.read_text(self.path).splitlines(keepends=True)
             self._stage = tempfile.TemporaryDirectory(prefix="neo-tensorboard-")
             self._events_local = os.path.join(self._stage.name, name)
         else:
@@ -78,40 +92,41 @@ class MetricsWriter:
         if not self.enabled:
             return
         clean = {k: (float(v) if not isinstance(v, int | str) else v) for k, v in row.items()}
-        line = json.dumps(clean) + "\n"
-        if self.remote:
-            self._rows.append(line)
-            self._dirty = True
-        else:
-            with open(self.path, "a") as f:
-                f.write(line)
-        values = [
-            summary_pb2.Summary.Value(tag=k, simple_value=v)
-            for k, v in clean.items()
-            if k != "step" and isinstance(v, float) and math.isfinite(v)
-        ]
-        self._event(
-            event_pb2.Event(wall_time=time.time(), step=int(row["step"]), summary=summary_pb2.Summary(value=values))
-        )
-        self._events.flush()
+        if self.jsonl:
+            line = json.dumps(clean) + "\n"
+            if self.remote:
+                self._rows.append(line)
+                self._dirty = True
+            else:
+                with open(self.path, "a") as f:
+                    f.write(line)
+        scalars = {k: v for k, v in clean.items() if k != "step" and isinstance(v, float) and math.isfinite(v)}
+        if self._events is not None:
+            values = [summary_pb2.Summary.Value(tag=k, simple_value=v) for k, v in scalars.items()]
+            self._event(
+                event_pb2.Event(wall_time=time.time(), step=int(row["step"]), summary=summary_pb2.Summary(value=values))
+            )
+            self._events.flush()
+        if self._wandb is not None:
+            self._wandb.log(int(row["step"]), scalars)
         if self.remote and time.monotonic() - self._last_upload >= self.upload_every_s:
             self.flush()
 
     def flush(self) -> None:
         """Make everything written so far visible in the run directory."""
-        if not self.enabled:
-            return
-        self._events.flush()
+        if self._events is not None:
+            self._events.flush()
         if self.remote:
             if self._dirty:
                 storage.write_atomic(self.path, "".join(self._rows))
                 self._dirty = False
-            storage.copy(self._events_local, self._events_url)
+            if self._events is not None:
+                storage.copy(self._events_local, self._events_url)
             self._last_upload = time.monotonic()
 
     def truncate_after(self, step: int) -> None:
         """On resume, drop rows past the checkpoint we restart from, so metrics.jsonl reads like one clean run."""
-        if not self.enabled:
+        if not self.jsonl:
             return
         if self.remote:
             lines = self._rows
@@ -127,10 +142,46 @@ class MetricsWriter:
         storage.write_atomic(self.path, "".join(kept))
 
     def close(self) -> None:
-        if self._events is None:
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+        if not self.enabled:
             return
         self.flush()
-        self._events.close()
-        self._events = None
+        if self._events is not None:
+            self._events.close()
+            self._events = None
         if self._stage is not None:
             self._stage.cleanup()
+            self._stage = None
+
+
+class WandbRun:
+    """One Weights & Biases run per run directory: its id is derived from the directory, so a resumed `neo train`
+    continues the same W&B run (rows at steps W&B has already seen are dropped by W&B, with a warning).
+
+    A local run directory keeps W&B's own files under it (`wandb/`); with WANDB_MODE=offline they are the whole
+    record, uploaded later by `wandb sync`.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str], project: str, config: dict[str, Any]) -> None:
+        try:
+            import wandb
+        except ImportError as exc:
+            raise ConfigError(
+                "train.trackers includes wandb but the wandb package is not installed; "
+                "pip install 'neo[wandb]' (or drop wandb from train.trackers)"
+            ) from exc
+        run_dir = os.fspath(run_dir)
+        name = os.path.basename(run_dir.rstrip("/")) or "neo"
+        local = None if storage.is_remote(run_dir) else os.path.abspath(run_dir)
+        run_id = f"{name}-{hashlib.sha1((local or run_dir).encode()).hexdigest()[:8]}"
+        self._run = wandb.init(
+            project=project, name=name, id=run_id, resume="allow", dir=local, config=config, reinit="create_new"
+        )
+
+    def log(self, step: int, scalars: dict[str, float]) -> None:
+        self._run.log(scalars, step=step)
+
+    def finish(self) -> None:
+        self._run.finish()

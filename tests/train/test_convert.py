@@ -225,3 +225,81 @@ def test_a_sharded_hf_checkpoint_converts_and_a_missing_shard_is_named(
     assert run(["convert", "from-hf", str(sharded), str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
     assert shards[1].name in err and "download the missing files" in err and not (tmp_path / "c").exists()
+
+
+def _hub_cache(root: Path, repo: str, files: dict[str, Path | str]) -> Path:
+    """A Hugging Face cache holding `repo` at one revision, laid out as huggingface_hub writes it."""
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo_dir = root / f"models--{repo.replace('/', '--')}"
+    snapshot = repo_dir / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(revision)
+    for name, content in files.items():
+        target = snapshot / name
+        if isinstance(content, Path):
+            target.write_bytes(content.read_bytes())
+        else:
+            target.write_text(content)
+    return root
+
+
+def test_from_hf_takes_a_hub_id_from_the_cache_offline_with_its_vocab_and_merges(
+    hf_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    import jax
+    from tokenizers import Tokenizer
+
+    from neo.train.checkpoint import load_run
+
+    vocab = {"a": 0, "b": 1, "ab": 2, "Ġ": 3, "Ġab": 4, "<|endoftext|>": 95}
+    merges = "#version: 0.2\na b\nĠ ab\n"
+    files = {"config.json": hf_dir / "config.json", "model.safetensors": hf_dir / "model.safetensors"}
+    cache = _hub_cache(tmp_path / "hub", "tiny-org/gpt-neo-tiny", {**files, "vocab.json": json.dumps(vocab),
+                                                                   "merges.txt": merges})  # fmt: skip
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)  # the id is not a local path here
+    assert run(["convert", "from-hf", "tiny-org/gpt-neo-tiny", str(tmp_path / "run")]) == 0
+    assert run(["convert", "from-hf", str(hf_dir), str(tmp_path / "direct")]) == 0
+    _, from_hub, _ = load_run(tmp_path / "run")
+    _, direct, _ = load_run(tmp_path / "direct")
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), from_hub, direct)
+    tok = Tokenizer.from_file(str(tmp_path / "run" / "tokenizer.json"))  # GPT-2's byte-level BPE from the two files
+    assert tok.encode("ab ab").ids == [2, 4] and tok.decode([2, 4]) == "ab ab"
+
+    capsys.readouterr()
+    assert run(["convert", "from-hf", "tiny-org/not-cached", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "'tiny-org/not-cached'" in err and "HF_HUB_OFFLINE" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "none").exists()
+
+
+def test_to_hf_shards_and_transformers_pipeline_generates_what_neo_sample_does(
+    tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from transformers import pipeline
+
+    from neo.config import compose
+    from neo.train.loop import train
+
+    run_dir, out = tmp_path / "run", tmp_path / "hf"
+    train(compose(tiny_overrides(tiny_dataset, run_dir, "train.steps=3", "train.eval_steps=0")), run_dir)
+    assert run(["convert", "to-hf", str(run_dir), str(out), "--max-shard-size", "20KB"]) == 0
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    shards = sorted(out.glob("model-*-of-*.safetensors"))
+    assert len(shards) > 2 and set(index["weight_map"].values()) == {s.name for s in shards}
+    assert not (out / "model.safetensors").exists()
+
+    prompt = "the model learns"
+    capsys.readouterr()
+    assert run(["sample", str(run_dir), "--prompt", prompt, "--temperature", "0", "--max-new-tokens", "20"]) == 0
+    ours = capsys.readouterr().out
+    generate = pipeline("text-generation", model=str(out), device="cpu")
+    theirs = generate(prompt, max_new_tokens=20, do_sample=False)[0]["generated_text"]
+    assert len(ours) > len(prompt) and theirs == ours
+    assert run(["convert", "to-hf", str(run_dir), str(tmp_path / "x"), "--max-shard-size", "lots"]) == 2

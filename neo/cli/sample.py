@@ -35,6 +35,12 @@ def sample_command(
         help="With --mesh SHAPE: the layout, e.g. heads:y,mlp:y (default: the run's mesh.layout; empty = batch "
         "over every axis).",
     ),
+    weights: str = typer.Option(
+        "float32",
+        "--weights",
+        help="How dense weights and the embedding are held while decoding: float32, bfloat16, or int8 (weight-only, "
+        "per-channel scales): 1/2 or 1/4 of the memory.",
+    ),
 ) -> None:
     """Generate text. With --temperature 0 stdout is exactly the prompt followed by its greedy continuation.
 
@@ -45,8 +51,13 @@ def sample_command(
 
     Example: neo sample runs/xl --prompt "Hello" --mesh x:1,y:8 --layout heads:y,mlp:y,vocab:y
     """
+    import jax
+
+    from neo.model.quantize import WEIGHT_DTYPES
     from neo.train.sampling import load_for_sampling, mesh_for_sampling, sample_texts
 
+    if weights not in WEIGHT_DTYPES:
+        raise DataError(f"--weights {weights!r} is not one of: {', '.join(WEIGHT_DTYPES)}")
     if (prompt is None) == (prompt_file is None):
         raise DataError("pass exactly one of --prompt TEXT or --prompt-file FILE")
     if prompt_file is not None:
@@ -59,6 +70,11 @@ def sample_command(
         prompts = [prompt]
     prompts = [p for p in prompts for _ in range(num_samples)]
     loaded = load_for_sampling(source, *mesh_for_sampling(source, mesh, layout))
+    if weights != "float32" and mesh is None and jax.default_backend() == "cpu":
+        err.print(
+            f"[yellow]note:[/] --weights {weights} holds the weights in less memory, but XLA's CPU backend has no fast "
+            "low-precision matrix-vector product: decoding is several times slower than float32 here"
+        )
     stream = len(prompts) == 1
     if stream:
         sys.stdout.write(prompts[0])
@@ -79,6 +95,7 @@ def sample_command(
         seed=seed,
         stop_at_eos=stop_at_eos,
         on_text=on_text,
+        weights=weights,
     )
     if stream:
         if sys.stdout.isatty():

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from neo.model.config import ModelConfig
 from neo.model.kernels import kernels_for
+from neo.model.quantize import Int8Weight
 
 Initializer = Callable[..., jax.Array]
 FEW_ROWS = 64  # products with at most this many rows (decoding) take the `rows_times_weight` form
@@ -41,8 +42,11 @@ def dense_std(cfg: ModelConfig, fan_in: int, std: float = 0.02, *, residual_out:
 def param(
     module: nn.Module, name: str, init: Initializer, shape: Sequence[int], axes: Sequence[str | None], cfg: ModelConfig
 ) -> jax.Array:
-    """A parameter boxed with its logical axis names, returned cast to the activation dtype."""
+    """A parameter boxed with its logical axis names, returned cast to the activation dtype (an int8-quantized
+    decoding weight, `neo.model.quantize`, is returned as is: `dense` and `embed` widen it where it is used)."""
     value = module.param(name, nn.with_logical_partitioning(init, tuple(axes)), tuple(shape), dtype_of(cfg.param_dtype))
+    if isinstance(value, Int8Weight):
+        return value
     return jnp.asarray(value, dtype_of(cfg.precision))
 
 
@@ -73,6 +77,12 @@ def dense(x: jax.Array, w: jax.Array, spec: str, cfg: ModelConfig) -> jax.Array:
     """
     if not cfg.weights_out_first:
         return kernels_for(cfg.attention_impl, cfg.precision).dense(x, w, spec)
+    if isinstance(w, Int8Weight):
+        return _out_first(x, w.q, spec) * w.scale  # per output channel: scale [out...] broadcasts over the rows
+    return _out_first(x, w, spec)
+
+
+def _out_first(x: jax.Array, w: jax.Array, spec: str) -> jax.Array:
     xs, ws = spec.split("->")[0].split(",")
     n_in = len(set(xs) & set(ws))
     lead, outs = x.shape[: x.ndim - n_in], w.shape[: w.ndim - n_in]
@@ -80,6 +90,13 @@ def dense(x: jax.Array, w: jax.Array, spec: str, cfg: ModelConfig) -> jax.Array:
     x2 = x.reshape(rows, -1)
     y = jnp.einsum("ni,oi->no", x2, w2) if rows > FEW_ROWS else rows_times_weight(x2, w2)
     return y.reshape(*lead, *outs)
+
+
+def embed(table: jax.Array | Int8Weight, ids: jax.Array, cfg: ModelConfig) -> jax.Array:
+    """Rows `ids` of an embedding table [vocab, embd], in the activation dtype."""
+    if isinstance(table, Int8Weight):
+        return table.rows(ids, dtype_of(cfg.precision))
+    return table[ids]
 
 
 def rows_times_weight(x: jax.Array, w: jax.Array, **dot_kwargs: Any) -> jax.Array:

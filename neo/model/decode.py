@@ -33,6 +33,7 @@ from neo.errors import ConfigError
 from neo.model.attention import CACHE_AXES, Cache, write_cache
 from neo.model.common import dtype_of
 from neo.model.config import DecodingConfig, ModelConfig
+from neo.model.quantize import quantize_params
 from neo.model.transformer import GPTNeo
 
 Rules = tuple[tuple[str, Any], ...]  # flax logical-axis rules, as neo.parallel.layout.layout_rules makes them
@@ -261,12 +262,15 @@ def generate(
     mesh: Mesh | None = None,
     rules: Rules | None = None,
     vocab_size: int | None = None,
+    weights: str = "float32",
 ) -> list[list[int]]:
     """Continue each prompt; returns the new tokens per prompt (an emitted `eos_id` ends a row and is not included).
 
     temperature 0 is greedy. `on_token(row, token)` is called for every emitted token as it is produced. With
     `mesh` and `rules`, the model runs sharded as the rules say (greedy output equals the single-device one).
     `vocab_size` (the tokenizer's) keeps the ids a model's padded vocabulary has beyond it from ever being chosen.
+    `weights` (float32 | bfloat16 | int8) is how the dense weights and the embedding are stored while decoding
+    (see `neo.model.quantize`; one device only for now).
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ConfigError("generate needs at least one non-empty prompt; pass token ids of the prompt text")
@@ -284,7 +288,10 @@ def generate(
     if max_new_tokens == 0:
         return [[] for _ in prompts]
 
+    if weights != "float32" and mesh is not None:
+        raise ConfigError(f"--weights {weights} decodes on one device for now; drop --mesh or use --weights float32")
     cfg, params = for_decoding(cfg, nn.meta.unbox(params))
+    params = quantize_params(params, weights)
     rows = len(prompts)
     multiple = batch_multiple(mesh, rules)
     batch, width = -(-rows // multiple) * multiple, bucket(longest)  # dummy rows fill a sharded batch

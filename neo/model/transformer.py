@@ -17,13 +17,24 @@ import jax
 import jax.numpy as jnp
 
 from neo.model.attention import Attention, Cache
-from neo.model.common import FEW_ROWS, constrain, dense_param, dense_std, dtype_of, normal, param, rows_times_weight
+from neo.model.common import (
+    FEW_ROWS,
+    constrain,
+    dense_param,
+    dense_std,
+    dtype_of,
+    embed,
+    normal,
+    param,
+    rows_times_weight,
+)
 from neo.model.config import ModelConfig
 from neo.model.mlp import MLP
 from neo.model.moe import MoE
 from neo.model.norms import LayerNorm, pre_norm
 from neo.model.objectives import z_loss
 from neo.model.positions import PositionEmbedding
+from neo.model.quantize import Int8Weight
 
 REMAT_POLICIES = {
     "full": None,  # save nothing, recompute the block in the backward pass
@@ -117,7 +128,8 @@ class GPTNeo(nn.Module):
         use_cache = cache is not None
 
         wte = param(self, "wte", normal(0.02), (cfg.n_vocab, cfg.n_embd), ("vocab", "embd"), cfg)
-        x = wte[tokens] + PositionEmbedding(cfg, name="pos")(positions).astype(wte.dtype)
+        x = embed(wte, tokens, cfg)
+        x = x + PositionEmbedding(cfg, name="pos")(positions).astype(x.dtype)
         x = nn.Dropout(cfg.embed_dropout, deterministic=deterministic)(x)
         x = constrain(x, ("batch", "length", "embd"))
 
@@ -158,8 +170,10 @@ class GPTNeo(nn.Module):
         return (logits, cache) if use_cache else logits
 
 
-def _logits(x: jax.Array, head: jax.Array) -> jax.Array:
+def _logits(x: jax.Array, head: jax.Array | Int8Weight) -> jax.Array:
     """x [b, l, d] times a head stored [vocab, embd], in float32; few rows (decoding) via `rows_times_weight`."""
+    if isinstance(head, Int8Weight):
+        return _logits(x, head.q) * head.scale
     b, length, d = x.shape
     if b * length > FEW_ROWS:
         return jnp.einsum("bld,vd->blv", x, head, preferred_element_type=jnp.float32)

@@ -146,6 +146,7 @@ def sample_texts(
     seed: int = 0,
     stop_at_eos: bool = True,
     on_text: Callable[[int, str], None] | None = None,
+    weights: str = "float32",
 ) -> list[str]:
     """Continuations of each prompt (text only, prompt excluded). `on_text(row, piece)` streams new text."""
     from neo.model.decode import generate
@@ -178,6 +179,7 @@ def sample_texts(
         mesh=loaded.mesh,
         rules=loaded.rules,
         vocab_size=max(tok.get_vocab(with_added_tokens=True).values()) + 1,  # a model's can be larger
+        weights=weights,
     )
     texts = []
     for row, ids in enumerate(outputs):

@@ -119,6 +119,8 @@ def test_neo_sample_with_a_mesh_prints_the_single_device_text(
         (["--mesh", "x:2,y:4", "--layout", "heads:x,embd:x"], "mesh axis 'x' is used twice"),
         (["--mesh", "x:8", "--layout", "heads:x"], "'heads' of size 4 is not divisible"),
         (["--layout", "heads:y"], "--layout needs --mesh"),
+        (["--weights", "int4"], "--weights 'int4' is not one of: float32, bfloat16, int8"),
+        (["--weights", "int8", "--mesh", "x:8"], "--weights int8 decodes on one device for now"),
     ],
 )
 def test_neo_sample_refuses_a_mesh_that_does_not_fit_in_one_line(
@@ -128,3 +130,11 @@ def test_neo_sample_refuses_a_mesh_that_does_not_fit_in_one_line(
     assert run(["sample", str(run_dir), "--prompt", "hi", "--max-new-tokens", "2", *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and message in err and "\n" not in err
+
+
+def test_neo_sample_with_int8_weights_prints_a_continuation(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    args = ["sample", str(run_dir), "--prompt", "hello", "--temperature", "0", "--max-new-tokens", "6"]
+    assert run([*args, "--weights", "int8"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("hello") and len(text) > len("hello")

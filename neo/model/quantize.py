@@ -1,0 +1,71 @@
+"""Fewer bytes per weight for decoding: `neo sample --weights float32 | bfloat16 | int8`.
+
+Batch-1 decoding streams every weight once per token, so its speed is bounded by the bytes it reads. `bfloat16`
+stores every dense weight and the embedding at two bytes; `int8` is weight-only quantization at one byte with one
+float32 scale per output channel (symmetric, round to nearest: w ≈ q · scale, |q| ≤ 127). Activations, norms,
+biases, position embeddings, the KV cache and the logits stay float32; the weights are widened where they are used.
+
+Applied to parameters already in the decoding layout (`neo.model.decode.for_decoding`: dense weights stored
+[out..., in...]), where a weight's input axes are its trailing ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from neo.errors import ConfigError
+
+WEIGHT_DTYPES = ("float32", "bfloat16", "int8")
+_IN_AXES = {"o": 2}  # input axes of each quantized weight in the decoding layout ([d, heads, kv] for the output
+# projection); every other one below meets its input on its last axis
+_QUANTIZED = {"q", "k", "v", "o", "c_fc", "c_gate", "c_proj", "wte", "lm_head"}
+
+
+class Int8Weight(NamedTuple):
+    """q [out..., in...] int8 and scale [out...] float32: the weight is q · scale."""
+
+    q: jax.Array
+    scale: jax.Array
+
+    def widened(self, dtype: Any = jnp.float32) -> jax.Array:
+        return self.q.astype(dtype) * self.scale.reshape(*self.scale.shape, *(1,) * (self.q.ndim - self.scale.ndim))
+
+    def rows(self, ids: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
+        """Embedding lookup: the rows `ids` of a [vocab, embd] table, widened."""
+        return self.q[ids].astype(dtype) * self.scale[ids][..., None]
+
+
+def quantize_int8(w: jax.Array, n_in: int = 1) -> Int8Weight:
+    """Per-output-channel symmetric int8 of a weight whose last `n_in` axes are its inputs."""
+    w = jnp.asarray(w, jnp.float32)
+    axes = tuple(range(w.ndim - n_in, w.ndim))
+    scale = jnp.max(jnp.abs(w), axis=axes) / 127.0
+    scale = jnp.where(scale == 0, 1.0, scale)
+    q = jnp.clip(jnp.round(w / jnp.expand_dims(scale, axes)), -127, 127).astype(jnp.int8)
+    return Int8Weight(q, scale.astype(jnp.float32))
+
+
+def quantize_params(params: Any, weights: str) -> Any:
+    """Decoding-layout params with their dense weights and embedding stored as `weights` says (float32: as is)."""
+    if weights not in WEIGHT_DTYPES:
+        raise ConfigError(f"--weights {weights!r} is not one of: {', '.join(WEIGHT_DTYPES)}")
+    if weights == "float32":
+        return params
+
+    def convert(path: tuple[Any, ...], leaf: jax.Array) -> Any:
+        name = getattr(path[-1], "key", None)
+        if name not in _QUANTIZED or jnp.ndim(leaf) < 2:
+            return leaf
+        if weights == "bfloat16":
+            return jnp.asarray(leaf, jnp.bfloat16)
+        return quantize_int8(leaf, _IN_AXES.get(name, 1))
+
+    return jax.jit(lambda p: jax.tree_util.tree_map_with_path(convert, p))(params)
+
+
+def weight_bytes(params: Any) -> int:
+    """Bytes the parameters occupy (what a batch-1 decoding step reads)."""
+    return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(params))

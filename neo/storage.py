@@ -308,6 +308,27 @@ def write_atomic(path: PathLike, data: bytes | str) -> None:
         f.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 
+def create_exclusive(path: PathLike, data: bytes | str) -> bool:
+    """Write `path` only if nothing is there (in an object store: a write conditional on no live object); False when
+    something already is. The primitive a lock is built on."""
+    data = data.encode("utf-8") if isinstance(data, str) else data
+    if not is_remote(path):
+        try:
+            with builtins.open(_local(path), "xb") as f:
+                f.write(data)
+        except FileExistsError:
+            return False
+        return True
+    url = os.fspath(path)
+    fs, inner = _filesystem(url)
+    with _errors(url):
+        try:
+            fs.pipe_file(inner, data, mode="create")
+        except FileExistsError:
+            return False
+    return True
+
+
 def remove(path: PathLike, recursive: bool = False) -> None:
     """Remove a file (or a directory tree with `recursive`); a missing path is not an error."""
     if not is_remote(path):

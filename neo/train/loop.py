@@ -133,7 +133,7 @@ def train(cfg: NeoConfig, run_dir: str | Path, hooks: Hooks | None = None) -> Tr
     if cfg.train.predict_steps and jax.process_count() > 1:
         raise ConfigError("train.predict_steps samples on one process only for now; set train.predict_steps=0")
     session = build_session(cfg, run_dir)  # every user error (config, data, layout) surfaces before anything is written
-    with run_lock(run_dir) if is_chief else contextlib.nullcontext():
+    with run_lock(run_dir, hooks.on_warning) if is_chief else contextlib.nullcontext():
         return _train(cfg, run_dir, session, hooks)
 
 

@@ -53,3 +53,47 @@ def test_neo_train_on_a_run_being_trained_exits_2_and_writes_nothing(
     err = capsys.readouterr().err
     assert f"is being trained by pid {holder.pid}" in err and "Traceback" not in err
     assert sorted(p.name for p in run_dir.iterdir()) == [".train.lock"]  # no snapshot, checkpoint or metrics
+
+
+def test_a_bucket_run_directory_is_locked_by_a_renewed_lease_that_a_dead_holder_loses(
+    gcs_emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import socket
+    import time
+
+    from neo import storage
+    from neo.train import run_lock as lock
+
+    url = f"{gcs_emulator.bucket_url}/runs/leased"
+    path = storage.join(url, ".train.lock")
+    monkeypatch.setattr(lock, "HEARTBEAT_S", 60.0)  # nothing here is slow enough to look stale
+    monkeypatch.setattr(lock, "STALE_S", 600.0)
+    with run_lock(url):
+        assert json.loads(storage.read_text(path))["holder"] == f"pid {os.getpid()} on {socket.gethostname()}"
+        with (
+            pytest.raises(CheckpointError, match=r"is being trained by pid \d+ on .* renewed \d+ s ago"),
+            run_lock(url),
+        ):
+            pass  # a double launch: refused at once
+    assert not storage.exists(path)  # released
+
+    monkeypatch.setattr(lock, "HEARTBEAT_S", 0.2)
+    with run_lock(url):
+        first = json.loads(storage.read_text(path))["time"]
+        deadline = time.monotonic() + 30
+        while json.loads(storage.read_text(path))["time"] == first and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert json.loads(storage.read_text(path))["time"] > first  # renewed while held
+
+    storage.write_atomic(path, json.dumps({"holder": "pid 1 on gone-host", "time": time.time() - 1000}))
+    with run_lock(url):  # a killed run's lease, long stale: taken over at once
+        assert "gone-host" not in storage.read_text(path)
+
+    monkeypatch.setattr(lock, "STALE_S", 8.0)
+    storage.write_atomic(path, json.dumps({"holder": "pid 1 on gone-host", "time": time.time() - 2}))
+    heard: list[str] = []  # renewals missed, not yet stale: wait for the lease to expire, then take it
+    start = time.monotonic()
+    with run_lock(url, heard.append):
+        assert "gone-host" not in storage.read_text(path)
+    assert heard and "pid 1 on gone-host stopped renewing it" in heard[0] and time.monotonic() - start > 3

@@ -91,13 +91,13 @@ def quality(run_dir: Path, eval_dir: Path, eval_seqs: int) -> None:
         texts[kind] = generate(dcfg, held, prompt, max_new_tokens=64, temperature=0.0)[0]
     for kind in KINDS:
         parted = next((i for i, (a, b) in enumerate(zip(texts[kind], texts["float32"], strict=True)) if a != b), None)
-        print(f"{kind}: held-out loss {losses[kind]:.4f} ({100 * (losses[kind] / losses['float32'] - 1):+.2f}% vs "
+        print(f"{kind}: held-out loss {losses[kind]:.5f} ({100 * (losses[kind] / losses['float32'] - 1):+.3f}% vs "
               f"float32); greedy 64 tokens {'identical' if parted is None else f'part at token {parted}'}")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="speed rounds (0 = quality only)")
     parser.add_argument("--new", type=int, default=128)
     parser.add_argument("--workdir", type=Path, default=Path("neo_quickstart"))
     parser.add_argument("--run", type=Path)
@@ -105,7 +105,8 @@ def main() -> None:
     parser.add_argument("--eval-seqs", type=int, default=64)
     parser.add_argument("--skip-quality", action="store_true")
     args = parser.parse_args()
-    speed(args.rounds, args.new)
+    if args.rounds:
+        speed(args.rounds, args.new)
     if args.skip_quality:
         return
     run_dir, eval_dir = args.run, args.eval_dir

@@ -26,7 +26,7 @@ def from_hf(
 
     Example: neo convert from-hf EleutherAI/gpt-neo-125M runs/neo125M
     """
-    from neo.train.convert import from_hf_dir
+    from neo.convert import from_hf_dir
 
     out.print(f"wrote {from_hf_dir(hf_dir, run_dir)}")
 
@@ -44,7 +44,7 @@ def to_hf(
 
     Example: neo convert to-hf runs/small ./small-hf
     """
-    from neo.train.convert import parse_size, to_hf_dir
+    from neo.convert import parse_size, to_hf_dir
 
     out.print(f"wrote {to_hf_dir(run_dir, hf_dir, parse_size(max_shard_size))}")
 
@@ -61,7 +61,7 @@ def from_mtf(
 
     Example: neo convert from-mtf gs-copy/model.ckpt-362000 configs/gpt3_XL.json runs/xl
     """
-    from neo.train.convert import from_mtf_dir
+    from neo.convert import from_mtf_dir
 
     out.print(f"wrote {from_mtf_dir(ckpt_prefix, config_json, run_dir)}")
 

@@ -26,8 +26,8 @@ def eval_command(
     if task is not None:
         if task != "lambada" or path is None:
             raise DataError("tasks: --task lambada --path FILE.jsonl (a local LAMBADA file; nothing is downloaded)")
-        from neo.train.lambada import lambada
-        from neo.train.sampling import load_for_sampling
+        from neo.eval.lambada import lambada
+        from neo.infer.sampling import load_for_sampling
 
         loaded = load_for_sampling(run_dir)
         row = lambada(loaded.model, loaded.params, loaded.tokenizer, path)

@@ -50,7 +50,7 @@ def quickstart_command(
     from neo.data.encode import encode_dataset
     from neo.data.stdlib_corpus import write_corpus
     from neo.data.tokenizer import train_tokenizer
-    from neo.train.sampling import load_for_sampling, sample_texts
+    from neo.infer.sampling import load_for_sampling, sample_texts
 
     started = time.perf_counter()
     workdir = workdir.absolute()

@@ -53,8 +53,8 @@ def sample_command(
     """
     import jax
 
+    from neo.infer.sampling import load_for_sampling, mesh_for_sampling, sample_texts
     from neo.model.quantize import WEIGHT_DTYPES
-    from neo.train.sampling import load_for_sampling, mesh_for_sampling, sample_texts
 
     if weights not in WEIGHT_DTYPES:
         raise DataError(f"--weights {weights!r} is not one of: {', '.join(WEIGHT_DTYPES)}")

@@ -292,7 +292,7 @@ def predict(cfg: NeoConfig, run_dir: str, params: Any, step: int) -> dict[str, A
     import json
 
     from neo.data.tokenizer import eos_id, load_tokenizer
-    from neo.train.sampling import Loaded, sample_texts
+    from neo.infer.sampling import Loaded, sample_texts
 
     tok_path = storage.join(run_dir, "tokenizer.json")
     if not storage.isfile(tok_path):

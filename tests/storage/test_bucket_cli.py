@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 
 from neo import storage
-from tests.conftest import GcsEmulator
-from tests.train.conftest import _documents, _tiny_overrides
+from tests.conftest import GcsEmulator, _documents, _tiny_overrides
 
 pytestmark = pytest.mark.multiprocess
 

@@ -41,7 +41,7 @@ def _one_line_disk_error(proc: subprocess.CompletedProcess[str]) -> None:
 def test_encode_on_a_full_disk_keeps_finished_shards_and_the_rerun_completes(
     tiny_dataset: dict[str, Path], tmp_path: Path
 ) -> None:
-    from tests.train.conftest import _documents
+    from tests.conftest import _documents
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()

@@ -67,7 +67,7 @@ def test_mlm_training_learns_on_masked_positions(
     assert (first_step, last_step) == (0, 20) and last < first - 0.5
     assert dry_run(compose([*mlm, "model=tiny", "model.n_vocab=320", "train.batch_size=8"])).peak_bytes > 0
     # a bidirectional model cannot continue text: `neo sample` says so before reading its weights
-    from neo.train.sampling import load_for_sampling
+    from neo.infer.sampling import load_for_sampling
 
     with pytest.raises(ConfigError, match="masked language model"):
         load_for_sampling(run)
@@ -234,7 +234,7 @@ def test_gradient_accumulation_equals_the_full_batch_gradient(
 def _chunked_dataset(tiny_dataset: dict[str, Path], root: Path, documents: int = 60) -> Path:
     """One shard of 33-token chunks (each batch row reads its own stretch of them, in order)."""
     from neo.data.encode import encode_dataset
-    from tests.train.conftest import _documents
+    from tests.conftest import _documents
 
     (root / "txt").mkdir(parents=True)
     for i, doc in enumerate(_documents(documents, 0)):

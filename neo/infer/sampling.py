@@ -75,7 +75,7 @@ def load_for_sampling(source: str | os.PathLike[str], mesh: Any = None, rules: A
     source = os.fspath(source)
     tok_path = storage.join(source, "tokenizer.json")
     if storage.isfile(storage.join(source, "config.json")) and not storage.isfile(storage.join(source, "config.yaml")):
-        from neo.train.convert import load_hf_dir
+        from neo.convert import load_hf_dir
 
         cfg_model, params = load_hf_dir(source)
         if mesh is not None:

@@ -87,7 +87,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run directory (params-only checkpoint) of the small test model, with a letter-level tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    from neo.train.convert import write_run
+    from neo.convert import write_run
 
     cfg = small()
     path = write_run(tmp_path_factory.mktemp("sample") / "run", cfg, params_for(cfg), Path("."), None)

@@ -13,10 +13,10 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from neo.errors import DataError
+from neo.eval.lambada import lambada, read_examples
 from neo.model.config import ModelConfig
 from neo.model.params import init_params
 from neo.model.transformer import GPTNeo
-from neo.train.lambada import lambada, read_examples
 
 WORDS = ["the", "cat", "sat", "on", "mat", "dog", "ran", "far", "away", "home"]
 

@@ -1,0 +1,1 @@
+"""neo.eval: evaluation tasks on a trained model (`neo eval`)."""

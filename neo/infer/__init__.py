@@ -1,0 +1,1 @@
+"""neo.infer: loading a model for inference and generating text from it (`neo sample`)."""

@@ -125,7 +125,8 @@ class MetricsWriter:
             self._last_upload = time.monotonic()
 
     def truncate_after(self, step: int) -> None:
-        """On resume, drop rows past the checkpoint we restart from, so metrics.jsonl reads like one clean run."""
+        """On resume, drop rows past the checkpoint we restart from, so metrics.jsonl reads like one clean run (and a
+        row torn by a full disk or a kill mid-write)."""
         if not self.jsonl:
             return
         if self.remote:
@@ -134,7 +135,7 @@ class MetricsWriter:
             lines = storage.read_text(self.path).splitlines(keepends=True)
         else:
             return
-        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        kept = [line for line in lines if (row_step := _step_of(line)) is not None and row_step <= step]
         if kept == lines:
             return
         if self.remote:
@@ -154,6 +155,14 @@ class MetricsWriter:
         if self._stage is not None:
             self._stage.cleanup()
             self._stage = None
+
+
+def _step_of(line: str) -> int | None:
+    """A metrics row's step, or None for a line that is not a whole row."""
+    try:
+        return int(json.loads(line)["step"]) if line.endswith("\n") else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class WandbRun:

@@ -77,3 +77,25 @@ def test_checkpoint_on_a_full_disk_keeps_the_previous_one_and_the_rerun_resumes_
     again = _neo(["train", *tiny_overrides(tiny_dataset, run_dir, "train.steps=4", *extra)], tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert losses(run_dir) == losses(straight)
+
+
+def test_metrics_on_a_full_disk_keep_the_checkpoint_and_the_rerun_logs_every_step(
+    tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides: Callable
+) -> None:
+    import json
+
+    straight, run_dir = tmp_path / "straight", tmp_path / "run"
+    extra = ["train.checkpoint_every=2", "train.eval_steps=0", "train.trackers=[jsonl]"]
+    assert _neo(["train", *tiny_overrides(tiny_dataset, straight, "train.steps=4", *extra)], tmp_path).returncode == 0
+    assert _neo(["train", *tiny_overrides(tiny_dataset, run_dir, "train.steps=2", *extra)], tmp_path).returncode == 0
+    limit = 4_000_000  # above every checkpoint file of this model, so only metrics.jsonl can reach it
+    with (run_dir / "metrics.jsonl").open("a") as f:  # a long run's metrics, nearly at the limit
+        f.write(
+            json.dumps({"step": 1, "note": "x" * (limit - (run_dir / "metrics.jsonl").stat().st_size - 200)}) + "\n"
+        )
+    full = _neo(["train", *tiny_overrides(tiny_dataset, run_dir, "train.steps=4", *extra)], tmp_path, limit)
+    _one_line_disk_error(full)
+    assert sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()) == [2]
+    again = _neo(["train", *tiny_overrides(tiny_dataset, run_dir, "train.steps=4", *extra)], tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert losses(run_dir) == losses(straight)  # every step logged once, as in the run that had room

@@ -144,8 +144,12 @@ class NeoLM(TemplateLM):
         return totals
 
     def generate_until(self, requests: list, disable_tqdm: bool = False) -> list[str]:
-        from neo.model.decode import generate
+        import flax.linen as nn
 
+        from neo.model.decode import for_decoding, generate
+
+        # laid out for decoding once per call, not once per batch (a second copy of the weights while it runs)
+        decode_cfg, decode_params = for_decoding(self.loaded.model, nn.meta.unbox(self.loaded.params))
         groups: dict[str, list[int]] = defaultdict(list)  # one decoding setting per group, as lm-eval's backends
         for i, req in enumerate(requests):
             groups[json.dumps(req.args[1], sort_keys=True, default=str)].append(i)
@@ -169,8 +173,8 @@ class NeoLM(TemplateLM):
                 batch = [prompts[i] for i in chunk]
                 batch += [batch[-1]] * (self.batch_size - len(batch))  # a fixed batch shape: one compile per bucket
                 new = generate(
-                    self.loaded.model,
-                    self.loaded.params,
+                    decode_cfg,
+                    decode_params,
                     batch,
                     max_new_tokens=max_gen,
                     temperature=float(kwargs.get("temperature") or 1.0) if sampled else 0.0,

@@ -104,3 +104,27 @@ def test_lm_eval_command_line_runs_the_neo_model(
     assert len(written) == 1
     results = json.loads(written[0].read_text())
     assert results["config"]["model"] == "neo" and 0.0 <= results["results"]["tiny_mc"]["acc,none"] <= 1.0
+
+
+@pytest.mark.slow  # ~30 s of compiling on 2 cores; sharded scoring alone is in the default suite (test_scoring.py)
+def test_sharded_neo_gives_the_single_device_answers(tiny_model: TinyModel, both: dict[str, dict[str, Any]]) -> None:
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from neo.eval.harness import NeoLM
+
+    lm = NeoLM(run=str(tiny_model.run_dir), batch_size=3, mesh="x:2,y:4", layout="batch:x,heads:y,mlp:y")
+    assert lm.loaded.mesh is not None and lm.loaded.mesh.size == 8
+    sharded = simple_evaluate(
+        model=lm,
+        tasks=["tiny_mc", "tiny_gen"],
+        task_manager=TaskManager(include_path=str(tiny_model.tasks), include_defaults=False),
+        limit=4,
+        log_samples=True,
+        bootstrap_iters=0,
+    )
+    mc = np.array([[r[0][0] for r in doc] for doc in _responses(sharded, "tiny_mc")])
+    np.testing.assert_allclose(
+        mc, [[r[0][0] for r in doc] for doc in _responses(both["neo"], "tiny_mc")[:4]], atol=1e-4
+    )
+    assert _responses(sharded, "tiny_gen") == _responses(both["neo"], "tiny_gen")[:4]

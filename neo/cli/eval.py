@@ -116,4 +116,4 @@ def _harness(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("eval", short_help="Evaluate a run on held-out data.")(eval_command)
+    app.command("eval", short_help="Evaluate a run: held-out loss, or lm-evaluation-harness tasks.")(eval_command)

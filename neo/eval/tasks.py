@@ -148,7 +148,7 @@ def run_tasks(
         task_manager=manager,
         random_seed=seed,
         numpy_random_seed=seed,
-        torch_random_seed=None,  # neo does not use torch: importing it would cost seconds
+        torch_random_seed=None,  # neo does not use torch (lm-eval still imports it for its environment report)
         fewshot_random_seed=seed,
     )
     results = json_safe(results, handle_non_serializable)

@@ -14,16 +14,17 @@ RUFF = "ruff==0.17.6"
 def tests(session: nox.Session) -> None:
     """Everything not marked slow, on 8 simulated CPU devices (under 15 minutes on 2 cores).
 
-    The `aot` extra adds libtpu on Linux x86-64, so the TPU ahead-of-time compile tests run instead of skipping.
+    The `aot` extra adds libtpu on Linux x86-64, so the TPU ahead-of-time compile tests run instead of skipping;
+    `eval` adds lm-evaluation-harness for `neo eval --tasks`.
     """
-    session.install(".[test,hf,aot,wandb]")
+    session.install(".[test,hf,aot,wandb,eval]")
     session.run("python", "-m", "pytest", "-m", "not slow", *session.posargs)
 
 
 @nox.session
 def slow(session: nox.Session) -> None:
     """The slow suite: large-model dry runs (TPU pods through libtpu), long training comparisons, benchmarks."""
-    session.install(".[test,hf,aot,wandb]")
+    session.install(".[test,hf,aot,wandb,eval]")
     session.run("python", "-m", "pytest", "-m", "slow", *session.posargs)
 
 

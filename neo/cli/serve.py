@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
+import threading
+from collections.abc import Iterator
 
 import typer
 
@@ -62,10 +66,32 @@ def serve_command(
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=drain_timeout, access_log=False
     )
-    uvicorn.Server(config).run()  # returns once SIGTERM (or Ctrl-C) has let every open request finish
+    _draining_server_class()(config).run()  # returns once SIGTERM (or Ctrl-C) has let every open request finish
     engine.stop(drain=True)
     if engine.error is not None:
         raise engine.error
+
+
+def _draining_server_class() -> type:
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        """uvicorn's server, but a SIGTERM/SIGINT after the graceful shutdown ends `run()` instead of being raised
+        again (which kills the process): the engine then stops and `neo serve` exits 0."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return DrainingServer
 
 
 def _check_port(host: str, port: int) -> None:

@@ -284,6 +284,8 @@ async def _complete(
                 texts[index] += payload.text
                 if lps[index] is not None:
                     lps[index].add(payload)
+            elif kind == "text":
+                texts[index] += payload
             else:
                 reasons[index] = payload
     finally:
@@ -328,6 +330,8 @@ async def _stream(
             if kind == "token":
                 lp = lps[index]
                 yield chunk(index, payload.text, lp.add(payload) if lp is not None else None, None)
+            elif kind == "text":
+                yield chunk(index, payload, None, None)
             else:
                 left -= 1
                 if payload.startswith("error"):

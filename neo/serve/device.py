@@ -16,7 +16,7 @@ prompt bucket (8, 16, ... up to the context), never one per request.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -72,6 +72,18 @@ def _choose(
     top_logprobs, top_ids = lax.top_k(logprobs, TOP_LOGPROBS)
     chosen = jnp.take_along_axis(logprobs, token[:, None], axis=-1)[:, 0]
     return Chosen(token, chosen, top_ids.astype(jnp.int32), top_logprobs)
+
+
+_PROGRAMS: dict[Any, Programs] = {}
+
+
+def programs_for(cfg: ModelConfig, mesh: Any = None, rules: Any = None) -> Programs:
+    """`build_programs(cfg)`, made once per (config, mesh, rules): engines of one model share their compiled programs
+    (the model's logical constraints are resolved when traced, so each placement needs its own trace)."""
+    key = (repr(cfg), mesh, rules)
+    if key not in _PROGRAMS:
+        _PROGRAMS[key] = build_programs(cfg)
+    return _PROGRAMS[key]
 
 
 def build_programs(cfg: ModelConfig) -> Programs:

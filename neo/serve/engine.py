@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from neo.serve.device import build_programs
+from neo.serve.device import programs_for
 from neo.train.sampling import Loaded
 
 
@@ -41,8 +41,9 @@ class Token:
 class Generation:
     """One completion (one prompt, one choice): its inputs, its progress, and how its consumer hears of it.
 
-    `on_event(kind, payload)` is called from the engine thread: ("token", Token) for every token, then exactly one
-    ("done", finish_reason) with "stop" or "length" (or "cancelled", "error: ..."). Everything the engine touches
+    `on_event(kind, payload)` is called from the engine thread: ("token", Token) for every token, perhaps ("text",
+    str) with text held back while it could have begun a stop string, then exactly one ("done", finish_reason) with
+    "stop" or "length" (or "cancelled", "error: ..."). Everything the engine touches
     is set before `submit`.
     """
 
@@ -57,7 +58,9 @@ class Generation:
     cancelled: threading.Event = field(default_factory=threading.Event)
     # filled in by the engine
     token_ids: list[int] = field(default_factory=list)
-    text: str = ""
+    text: str = ""  # handed to the consumer so far
+    decoded: str = ""  # the tokens' text (up to a stop string), some of it perhaps held back
+    checked: int = 0  # how much of `decoded` was searched for stop strings
     finish_reason: str | None = None
     submitted: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
@@ -114,7 +117,7 @@ class Engine:
         self._lock = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._programs = build_programs(self.cfg)
+        self._programs = programs_for(self.cfg, loaded.mesh, loaded.rules)
         self.error: BaseException | None = None
 
     # --- the consumer side (any thread) ---------------------------------------------------------------------------
@@ -171,7 +174,10 @@ class Engine:
                     self.params = jax_device_put(
                         self.params, param_shardings(self.cfg, self.loaded.mesh, self.loaded.rules or ())
                     )
-                self._cache = placed_cache(self.cfg, self.slots, self.length, self.loaded.mesh, self.loaded.rules)
+                cache = placed_cache(self.cfg, self.slots, self.length, self.loaded.mesh, self.loaded.rules)
+                if self.loaded.mesh is None:  # committed to its device, as every later cache is: one compile each
+                    cache = jax_device_put(cache, jax_devices()[0])
+                self._cache = cache
                 self._loop()
         except BaseException as exc:  # the device failed: every waiting client hears of it, never hangs
             self.error = exc
@@ -234,17 +240,8 @@ class Engine:
             positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int32)
             key = _key(g.seed)
             knobs = (np.float32(g.temperature), np.int32(g.top_k), np.float32(g.top_p), np.int32(self.vocab))
-            chosen, self._cache = self._programs.prefill(
-                self.params,
-                tokens,
-                positions,
-                valid,
-                self._cache,
-                np.int32(slot),
-                key,
-                *knobs,
-                sampling=g.temperature > 0,
-            )
+            args = (self.params, tokens, positions, valid, self._cache, np.int32(slot), key, *knobs)
+            chosen, self._cache = self._programs.prefill(*args, sampling=True)  # one row: one compile per bucket
             self._tokens[slot, 0] = 0
             self._positions[slot, 0] = len(ids)
             self._index[slot] = width
@@ -298,23 +295,26 @@ class Engine:
         g.token_ids.append(token_id)
         self.stats.generated_tokens += 1
         self.stats.recent.append((time.monotonic(), 1))
-        text = self.loaded.tokenizer.decode(g.token_ids)
-        piece = ""
-        if not text.endswith("\ufffd") and len(text) > len(g.text):  # a whole character (bytes may split one)
-            piece = text[len(g.text) :]
-        reason = None
-        if g.stop and piece:
-            full = g.text + piece
-            hits = [i for s in g.stop if (i := full.find(s, max(0, len(g.text) - len(s) + 1))) >= 0]
+        decoded = self.loaded.tokenizer.decode(g.token_ids)
+        if not decoded.endswith("\ufffd"):  # a whole character (bytes may split one)
+            g.decoded = decoded
+        reason, hold = None, 0
+        if g.stop:
+            start = max(0, g.checked - max(len(s) for s in g.stop) + 1)
+            hits = [i for s in g.stop if (i := g.decoded.find(s, start)) >= 0]
             if hits:  # the text ends before the stop string, which is not returned (as OpenAI does)
-                piece, reason = full[: min(hits)][len(g.text) :], "stop"
+                g.decoded, reason = g.decoded[: min(hits)], "stop"
+            else:  # text that may begin a stop string waits until the next tokens tell
+                hold = max((k for s in g.stop for k in range(1, len(s)) if g.decoded.endswith(s[:k])), default=0)
+            g.checked = len(g.decoded)
+        if reason is None and len(g.token_ids) >= g.max_tokens:
+            reason, hold = "length", 0
+        piece = g.decoded[len(g.text) : len(g.decoded) - hold]
         g.text += piece
         lp = float(host[1][row])
         top = {int(i): float(p) for i, p in zip(host[2][row], host[3][row], strict=True) if math.isfinite(p)}
         if g.on_event is not None:
             g.on_event("token", Token(token_id, piece, lp, top))
-        if reason is None and len(g.token_ids) >= g.max_tokens:
-            reason = "length"
         if reason is not None:
             self._release(slot, reason)
 
@@ -330,6 +330,11 @@ class Engine:
         if g.finish_reason is not None:
             return
         g.finish_reason = reason
+        if reason in ("stop", "length") and len(g.decoded) > len(g.text):  # held back for a stop string that never came
+            rest = g.decoded[len(g.text) :]
+            g.text += rest
+            if g.on_event is not None:
+                g.on_event("text", rest)
         if reason == "cancelled":
             self.stats.requests_cancelled += 1
         else:
@@ -356,6 +361,12 @@ def _unbox(params: Any) -> Any:
     import flax.linen as nn
 
     return nn.meta.unbox(params)
+
+
+def jax_devices() -> list[Any]:
+    import jax
+
+    return jax.devices()
 
 
 def jax_device_put(tree: Any, shardings: Any) -> Any:

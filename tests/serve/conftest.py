@@ -25,15 +25,17 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run directory (params-only checkpoint) of a small global/local model, with a letter-level tokenizer."""
+    """A run directory (params-only checkpoint) of a small global/local model, with a character-level tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
     from neo.train.convert import write_run
     from tests.model.conftest import params_for, small
 
-    cfg = small(n_vocab=64, n_ctx=64)
+    # two layers (global, then a local window of 3) keep the compiles short; 64 ids, of which the tokenizer has 53
+    cfg = small(n_vocab=64, n_ctx=64, n_layer=2, attention_types=[[["global", "local"], 1]])
     path = write_run(tmp_path_factory.mktemp("serve") / "tiny", cfg, params_for(cfg), Path("."), None)
-    vocab = {chr(ord("a") + i): i for i in range(26)} | {" ": 26, "<|endoftext|>": 52}
+    letters = [chr(ord("a") + i) for i in range(26)] + [chr(ord("A") + i) for i in range(25)] + [" "]
+    vocab = {c: i for i, c in enumerate(letters)} | {"<|endoftext|>": 52}  # every id below 53 is one character
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
     tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
     tok.decoder = decoders.Fuse()

@@ -25,6 +25,13 @@ def serve_command(
     ),
     slots: int = typer.Option(8, "--slots", min=1, help="Requests decoded together (rows of the batched KV cache)."),
     queue_size: int = typer.Option(64, "--queue-size", min=0, help="Requests waiting for a slot before 429s."),
+    context: int = typer.Option(
+        None,
+        "--context",
+        min=1,
+        help="Tokens per request, prompt + completion (default: the model's n_ctx); the KV cache holds this many per "
+        "slot and every step reads all of them, so a shorter context decodes faster.",
+    ),
     max_tokens: int = typer.Option(None, "--max-tokens", min=1, help="Cap on a request's max_tokens (default n_ctx)."),
     model_name: str = typer.Option(None, "--model-name", help="The model id clients pass (default: the dir's name)."),
     drain_timeout: float = typer.Option(60.0, "--drain-timeout", help="On SIGTERM, seconds to finish in-flight work."),
@@ -56,7 +63,7 @@ def serve_command(
     _check_port(host, port)
     loaded = load_for_sampling(source, *mesh_for_sampling(source, mesh, layout))
     name = model_name or storage.basename(source.rstrip("/")) or "neo"
-    engine = Engine(loaded, slots=slots, queue_size=queue_size)
+    engine = Engine(loaded, slots=slots, queue_size=queue_size, context=context)
     engine.start()
     err.print(f"compiling {name} for {engine.slots} slots ...")
     engine.warm_up()

@@ -140,7 +140,7 @@ def create_app(
         if wanted > limit:
             raise ApiError(400, f"max_tokens is {wanted}, above this server's limit of {limit}", param="max_tokens")
         for _, ids in prompts:
-            if len(ids) + wanted > n_ctx:
+            if len(ids) + wanted > n_ctx or len(ids) >= n_ctx:
                 raise ApiError(
                     400,
                     f"this model's maximum context length is {n_ctx} tokens; the prompt has "
@@ -176,6 +176,7 @@ def create_app(
                         top_p=body.top_p,
                         seed=seed + j,
                         stop=body.stops(),
+                        logprobs=body.logprobs is not None,
                         on_event=on_event,
                     )
                 )
@@ -220,12 +221,9 @@ def _prompt_ids(body: CompletionRequest, tok: Any, engine: Engine) -> list[tuple
         items = list(raw)  # type: ignore[arg-type]
     out = []
     for item in items:
-        if isinstance(item, str):
-            text, ids = item, tok.encode(item).ids
-        else:
-            if any(not 0 <= t < engine.vocab for t in item):
-                raise ApiError(400, f"prompt token ids must be in [0, {engine.vocab})", param="prompt")
-            text, ids = tok.decode(item), list(item)
+        text, ids = (item, tok.encode(item).ids) if isinstance(item, str) else (tok.decode(item), list(item))
+        if any(not 0 <= t < engine.vocab for t in ids):  # a tokenizer larger than the model's vocabulary, too
+            raise ApiError(400, f"prompt token ids must be in [0, {engine.vocab})", param="prompt")
         out.append((text, ids or [engine.loaded.eos_id or 0]))
     return out
 

@@ -9,7 +9,8 @@ indices `generate` uses (bucket + step), modulo the cache length, and sample wit
 (`fold_in(PRNGKey(seed), index)`) on the same [1, vocab] row: the same logits give the same tokens, so a greedy (or
 seeded) request reads what `neo sample` prints for its prompt.
 
-Compiles: one decode step for the slot count (two with sampling: an all-greedy batch skips the sort), one prefill per
+Compiles: one decode step for the slot count per (sampling, logprobs) in use (an all-greedy batch skips the sorts, a
+batch without logprobs the top-k), one prefill per
 prompt bucket (8, 16, ... up to the context), never one per request.
 """
 
@@ -40,10 +41,10 @@ class Chosen(NamedTuple):
 
 
 class Programs(NamedTuple):
-    prefill: (
-        Callable  # (params, tokens, positions, valid, cache, slot, key, temperature, top_k, top_p, vocab, *, sampling)
-    )
-    decode: Callable  # (params, tokens, positions, cache, index, keys, temperature, top_k, top_p, vocab, *, sampling)
+    # (params, tokens, positions, valid, cache, slot, key, temperature, top_k, top_p, vocab, *, sampling, logprobs)
+    prefill: Callable
+    # (params, tokens, positions, cache, index, keys, temperature, top_k, top_p, vocab, *, sampling, logprobs)
+    decode: Callable
 
 
 def _choose(
@@ -55,6 +56,7 @@ def _choose(
     top_p: jax.Array,
     vocab: jax.Array,
     sampling: bool,
+    logprobs: bool,
 ) -> Chosen:
     """Each row's next token as `generate` picks it for a batch of one: argmax when its temperature is 0, else
     `_sample` on that row alone with `fold_in(key, index)`."""
@@ -68,9 +70,13 @@ def _choose(
         drawn = jax.vmap(one)(logits, keys, index, temperature, top_k, top_p)
         token = jnp.where(temperature > 0, drawn, token)
     token = token.astype(jnp.int32)
-    logprobs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    top_logprobs, top_ids = lax.top_k(logprobs, TOP_LOGPROBS)
-    chosen = jnp.take_along_axis(logprobs, token[:, None], axis=-1)[:, 0]
+    if not logprobs:  # a top-k over the vocabulary costs as much as a small model's step on CPU: only when asked
+        rows = token.shape[0]
+        none = jnp.zeros((rows, TOP_LOGPROBS))
+        return Chosen(token, jnp.zeros((rows,)), none.astype(jnp.int32), none)
+    scores = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    top_logprobs, top_ids = lax.top_k(scores, TOP_LOGPROBS)
+    chosen = jnp.take_along_axis(scores, token[:, None], axis=-1)[:, 0]
     return Chosen(token, chosen, top_ids.astype(jnp.int32), top_logprobs)
 
 
@@ -96,10 +102,14 @@ def build_programs(cfg: ModelConfig) -> Programs:
         )
         return logits[:, -1], entries
 
-    def prefill_logits(params, tokens, positions, valid, cache, key, temperature, top_k, top_p, vocab, *, sampling):
+    def prefill_logits(
+        params, tokens, positions, valid, cache, key, temperature, top_k, top_p, vocab, *, sampling, logprobs
+    ):
         logits, entries = logits_and_entries(params, tokens, positions, valid, cache)
         zero = jnp.zeros((1,), jnp.int32)  # generate folds the prefill's token in at index 0
-        chosen = _choose(logits[:1], zero, key[None], temperature[None], top_k[None], top_p[None], vocab, sampling)
+        chosen = _choose(
+            logits[:1], zero, key[None], temperature[None], top_k[None], top_p[None], vocab, sampling, logprobs
+        )
         return chosen, jax.tree.map(lambda e: e[:1], entries)  # row 0: dummy rows only pad a sharded batch
 
     def insert(cache, entries, slot):
@@ -115,10 +125,12 @@ def build_programs(cfg: ModelConfig) -> Programs:
             out.append({n: lax.dynamic_update_slice_in_dim(c[n], row[n], slot, axis=0) for n in c})
         return out
 
-    def decode_logits(params, tokens, positions, cache, index, keys, temperature, top_k, top_p, vocab, *, sampling):
+    def decode_logits(
+        params, tokens, positions, cache, index, keys, temperature, top_k, top_p, vocab, *, sampling, logprobs
+    ):
         valid = jnp.ones(tokens.shape, bool)  # a free slot decodes too (its row is reset before it is used again)
         logits, entries = logits_and_entries(params, tokens, positions, valid, cache)
-        return _choose(logits, index, keys, temperature, top_k, top_p, vocab, sampling), entries
+        return _choose(logits, index, keys, temperature, top_k, top_p, vocab, sampling, logprobs), entries
 
     def write_rows(cache, entries, index):
         """Each row's one new entry at its own index (modulo the cache's slots: a ring for local windows)."""
@@ -139,20 +151,44 @@ def build_programs(cfg: ModelConfig) -> Programs:
             )
         return out
 
-    prefill_jit = jax.jit(prefill_logits, static_argnames="sampling")
-    decode_jit = jax.jit(decode_logits, static_argnames="sampling")
+    prefill_jit = jax.jit(prefill_logits, static_argnames=("sampling", "logprobs"))
+    decode_jit = jax.jit(decode_logits, static_argnames=("sampling", "logprobs"))
     insert_jit = jax.jit(insert, donate_argnums=0)  # in place: the update is the donated cache's only use
     write_jit = jax.jit(write_rows, donate_argnums=0)
 
-    def prefill(params, tokens, positions, valid, cache, slot, key, temperature, top_k, top_p, vocab, *, sampling):
+    def prefill(
+        params, tokens, positions, valid, cache, slot, key, temperature, top_k, top_p, vocab, *, sampling, logprobs
+    ):
         chosen, entries = prefill_jit(
-            params, tokens, positions, valid, cache, key, temperature, top_k, top_p, vocab, sampling=sampling
+            params,
+            tokens,
+            positions,
+            valid,
+            cache,
+            key,
+            temperature,
+            top_k,
+            top_p,
+            vocab,
+            sampling=sampling,
+            logprobs=logprobs,
         )
         return chosen, insert_jit(cache, entries, slot)
 
-    def decode(params, tokens, positions, cache, index, keys, temperature, top_k, top_p, vocab, *, sampling):
+    def decode(params, tokens, positions, cache, index, keys, temperature, top_k, top_p, vocab, *, sampling, logprobs):
         chosen, entries = decode_jit(
-            params, tokens, positions, cache, index, keys, temperature, top_k, top_p, vocab, sampling=sampling
+            params,
+            tokens,
+            positions,
+            cache,
+            index,
+            keys,
+            temperature,
+            top_k,
+            top_p,
+            vocab,
+            sampling=sampling,
+            logprobs=logprobs,
         )
         return chosen, write_jit(cache, entries, index)
 

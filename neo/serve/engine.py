@@ -54,6 +54,7 @@ class Generation:
     top_p: float = 1.0
     seed: int = 0
     stop: list[str] = field(default_factory=list)
+    logprobs: bool = False  # compute each token's log-probability and the top alternatives
     on_event: Callable[[str, Any], None] | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     # filled in by the engine
@@ -84,7 +85,7 @@ class Stats:
     decode_steps: int = 0
     busy_slot_steps: int = 0  # sum over steps of the active slots: batch fill = busy_slot_steps / (steps * slots)
     prefills: int = 0
-    recent: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4096))  # (time, tokens)
+    recent: collections.deque = field(default_factory=lambda: collections.deque(maxlen=1 << 16))  # (time, tokens)
 
     def tokens_per_second(self, window: float = 10.0) -> float:
         """Generated tokens per second over the last `window` seconds."""
@@ -94,13 +95,13 @@ class Stats:
 
 
 class Engine:
-    """Continuous batching over `slots` rows of one KV cache of `n_ctx` entries per row.
+    """Continuous batching over `slots` rows of one KV cache of `context` (default n_ctx) entries per row.
 
     `start()` launches the device thread; `submit(generation)` enqueues (or raises QueueFull); `stop(drain=True)`
     finishes what was submitted, then ends the thread.
     """
 
-    def __init__(self, loaded: Loaded, *, slots: int = 8, queue_size: int = 64) -> None:
+    def __init__(self, loaded: Loaded, *, slots: int = 8, queue_size: int = 64, context: int | None = None) -> None:
         from neo.model.decode import batch_multiple, for_decoding
 
         self.loaded = loaded
@@ -108,7 +109,9 @@ class Engine:
         self.multiple = batch_multiple(loaded.mesh, loaded.rules)
         self.slots = -(-slots // self.multiple) * self.multiple  # a sharded batch: whole multiples of its split
         self.queue_size = queue_size
-        self.length = self.cfg.n_ctx  # every request: prompt + max_tokens <= n_ctx, so a row never overflows
+        # entries per slot: every request keeps prompt + max_tokens <= length, so a row never overflows; each step
+        # attends over all of them, so a length below n_ctx (`context`) makes every step cheaper
+        self.length = min(context or self.cfg.n_ctx, self.cfg.n_ctx)
         tok = loaded.tokenizer
         self.vocab = min(max(tok.get_vocab(with_added_tokens=True).values()) + 1, self.cfg.n_vocab)
         self.stats = Stats()
@@ -241,7 +244,9 @@ class Engine:
             key = _key(g.seed)
             knobs = (np.float32(g.temperature), np.int32(g.top_k), np.float32(g.top_p), np.int32(self.vocab))
             args = (self.params, tokens, positions, valid, self._cache, np.int32(slot), key, *knobs)
-            chosen, self._cache = self._programs.prefill(*args, sampling=True)  # one row: one compile per bucket
+            chosen, self._cache = self._programs.prefill(
+                *args, sampling=True, logprobs=g.logprobs
+            )  # one row: one compile per bucket
             self._tokens[slot, 0] = 0
             self._positions[slot, 0] = len(ids)
             self._index[slot] = width
@@ -255,6 +260,7 @@ class Engine:
     def _step(self) -> None:
         """One token for every active slot (a free slot decodes a dummy row: the batch shape never changes)."""
         sampling = bool(np.any(self._temperature[[g is not None for g in self._active]] > 0))
+        logprobs = any(g is not None and g.logprobs for g in self._active)
         # copies: XLA CPU may read a numpy argument in place, after this thread has moved on and changed it
         host_args = [a.copy() for a in (self._tokens, self._positions)]
         chosen, self._cache = self._programs.decode(
@@ -268,6 +274,7 @@ class Engine:
             self._top_p.copy(),
             np.int32(self.vocab),
             sampling=sampling,
+            logprobs=logprobs,
         )
         host = _host(chosen)
         active = [slot for slot, g in enumerate(self._active) if g is not None]

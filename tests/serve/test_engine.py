@@ -88,3 +88,19 @@ def test_a_full_queue_refuses_at_once(loaded: Any) -> None:
     with pytest.raises(QueueFull, match="waiting"):
         idle.submit(Generation([1], max_tokens=1))
     assert idle.queue_depth() == 5 and idle.stats.requests_rejected == 1
+
+
+@pytest.mark.slow  # compiles the model again under a mesh: ~15 s on 2 busy cores
+def test_a_sharded_engine_reads_what_one_device_does(run_dir: Any, loaded: Any) -> None:
+    from neo.train.sampling import load_for_sampling, mesh_for_sampling
+
+    sharded = load_for_sampling(run_dir, *mesh_for_sampling(run_dir, "x:2,y:4", "batch:x,heads:y"))
+    engine = Engine(sharded, slots=3, queue_size=8)  # the batch is split 2 ways: 4 slots
+    assert engine.slots == 4
+    engine.start()
+    try:
+        gens = [Generation(ids(loaded, p), max_tokens=n, temperature=0.0) for p, n in CASES]
+        expected = [sample_texts(loaded, [p], max_new_tokens=n, temperature=0)[0] for p, n in CASES]
+        assert run_all(engine, gens) == expected
+    finally:
+        engine.stop(drain=False, timeout=30)

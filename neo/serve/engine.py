@@ -62,6 +62,7 @@ class Generation:
     text: str = ""  # handed to the consumer so far
     decoded: str = ""  # the tokens' text (up to a stop string), some of it perhaps held back
     checked: int = 0  # how much of `decoded` was searched for stop strings
+    cut: bool = False  # a stop string ended it
     finish_reason: str | None = None
     submitted: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
@@ -244,9 +245,8 @@ class Engine:
             key = _key(g.seed)
             knobs = (np.float32(g.temperature), np.int32(g.top_k), np.float32(g.top_p), np.int32(self.vocab))
             args = (self.params, tokens, positions, valid, self._cache, np.int32(slot), key, *knobs)
-            chosen, self._cache = self._programs.prefill(
-                *args, sampling=True, logprobs=g.logprobs
-            )  # one row: one compile per bucket
+            # one row: sampling and log-probabilities cost little, so one compile per bucket, whatever was asked
+            chosen, self._cache = self._programs.prefill(*args, sampling=True, logprobs=True)
             self._tokens[slot, 0] = 0
             self._positions[slot, 0] = len(ids)
             self._index[slot] = width
@@ -310,7 +310,7 @@ class Engine:
             start = max(0, g.checked - max(len(s) for s in g.stop) + 1)
             hits = [i for s in g.stop if (i := g.decoded.find(s, start)) >= 0]
             if hits:  # the text ends before the stop string, which is not returned (as OpenAI does)
-                g.decoded, reason = g.decoded[: min(hits)], "stop"
+                g.decoded, reason, g.cut = g.decoded[: min(hits)], "stop", True
             else:  # text that may begin a stop string waits until the next tokens tell
                 hold = max((k for s in g.stop for k in range(1, len(s)) if g.decoded.endswith(s[:k])), default=0)
             g.checked = len(g.decoded)
@@ -337,6 +337,8 @@ class Engine:
         if g.finish_reason is not None:
             return
         g.finish_reason = reason
+        if reason in ("stop", "length") and not g.cut:  # the whole text, as `neo sample` decodes it at the end
+            g.decoded = self.loaded.tokenizer.decode(g.token_ids)  # (a last character cut short included)
         if reason in ("stop", "length") and len(g.decoded) > len(g.text):  # held back for a stop string that never came
             rest = g.decoded[len(g.text) :]
             g.text += rest

@@ -32,7 +32,7 @@ class CompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     logprobs: int | None = Field(None, ge=0, le=5)
     stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=0, lt=2**63)
+    seed: int | None = Field(None, ge=0, lt=2**63 - 128)  # choice i of n samples with seed + i
     echo: bool = False
     best_of: int | None = None
     presence_penalty: float = 0.0

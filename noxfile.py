@@ -14,17 +14,29 @@ RUFF = "ruff==0.17.6"
 def tests(session: nox.Session) -> None:
     """Everything not marked slow, on 8 simulated CPU devices (under 15 minutes on 2 cores).
 
-    The `aot` extra adds libtpu on Linux x86-64, so the TPU ahead-of-time compile tests run instead of skipping;
-    `eval` adds lm-evaluation-harness for `neo eval --tasks`.
+    The `aot` extra adds libtpu on Linux x86-64, so the TPU ahead-of-time compile tests run instead of skipping; the
+    `serve` extra brings the server and its test clients, and Debian's chromium (when missing) the browser that
+    Playwright drives for the playground test (never `playwright install`: no browser downloads); `wandb` the W&B
+    tracker, and `eval` lm-evaluation-harness for `neo eval --tasks`.
     """
-    session.install(".[test,hf,aot,wandb,eval]")
+    session.install(".[test,hf,aot,wandb,eval,serve]")
+    _system_chromium(session)
     session.run("python", "-m", "pytest", "-m", "not slow", *session.posargs)
+
+
+def _system_chromium(session: nox.Session) -> None:
+    """Debian's chromium at /usr/bin/chromium, installed with apt-get when it is missing (CI runs as root)."""
+    import os
+
+    if not os.path.exists("/usr/bin/chromium"):
+        session.run("apt-get", "update", external=True)
+        session.run("apt-get", "install", "-y", "--no-install-recommends", "chromium", external=True)
 
 
 @nox.session
 def slow(session: nox.Session) -> None:
     """The slow suite: large-model dry runs (TPU pods through libtpu), long training comparisons, benchmarks."""
-    session.install(".[test,hf,aot,wandb,eval]")
+    session.install(".[test,hf,aot,wandb,eval,serve]")
     session.run("python", "-m", "pytest", "-m", "slow", *session.posargs)
 
 

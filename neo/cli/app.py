@@ -75,7 +75,18 @@ def _register() -> None:
     """Attach every command group; each lives in its own module under neo/cli/."""
     import importlib
 
-    for module_name in ("quickstart", "tokenizer", "data", "config", "layout", "train", "eval", "sample", "convert"):
+    for module_name in (
+        "quickstart",
+        "tokenizer",
+        "data",
+        "config",
+        "layout",
+        "train",
+        "eval",
+        "sample",
+        "convert",
+        "serve",
+    ):
         try:
             module = importlib.import_module(f"neo.cli.{module_name}")
         except ModuleNotFoundError as exc:

@@ -151,6 +151,8 @@ class ModelConfig:
         for key in ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer", "window_size"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"model.{key} must be positive, got {getattr(self, key)}")
+            if getattr(self, key) >= 2**31:  # token ids, positions and shapes are int32 on the devices
+                raise ConfigError(f"model.{key} must be below 2**31 (int32), got {getattr(self, key)}")
         if self.n_embd % self.n_head:
             raise ConfigError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
         types = self.layer_types()

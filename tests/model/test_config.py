@@ -35,6 +35,7 @@ def test_attention_types_expand_to_n_layer() -> None:
         (dict(attention_types=[["global", 12, 3]]), "malformed"),
         (dict(activation_function="swishy"), "activation_function"),
         (dict(precision="float16"), "precision"),
+        (dict(n_vocab=2**31), r"must be below 2\*\*31"),
         (dict(remat_policy="some"), "remat_policy"),
         (dict(attention_impl="flash"), "attention_impl"),
         (dict(n_ctx=2048, axial_pos_emb=[32, 32]), "multiplying to"),

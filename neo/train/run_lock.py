@@ -8,7 +8,8 @@ An object-store run directory (gs://) has no flock: the lock is a lease. `.train
 write conditional on no live object), names its holder and the time, and the holder rewrites it every
 `HEARTBEAT_S` seconds. A newcomer that finds it refuses while the lease is fresh; once heartbeats have been missed
 (the holder was killed or preempted, so it never deleted the lock) it waits until the lease is `STALE_S` old, then
-takes it over. The times are each host's own clock: hosts whose clocks differ by more than a few seconds shift that.
+takes it over; a holder on the same host whose process is gone loses its lease at once (a restart after a kill).
+The times are each host's own clock: hosts whose clocks differ by more than a few seconds shift that.
 """
 
 from __future__ import annotations
@@ -65,6 +66,20 @@ def _refusal(run_dir: str, holder: str, extra: str = "") -> CheckpointError:
     )
 
 
+def _dead_here(holder: str) -> bool:
+    """Whether `holder` ("pid N on HOST") was a process of this host that no longer runs: its lease is stale now."""
+    pid, _, host = holder.removeprefix("pid ").partition(" on ")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def _lease_record() -> str:
     return json.dumps({"holder": _me(), "time": time.time()})
 
@@ -80,7 +95,7 @@ def _lease(run_dir: str, on_wait: Callable[[str], None]) -> Iterator[None]:
             holder, age = "an unknown holder", STALE_S  # deleted meanwhile, or not ours: retry or take over
             if not storage.exists(path):
                 continue
-        if age >= STALE_S:
+        if age >= STALE_S or _dead_here(holder):
             storage.remove(path)  # the holder is gone; whoever then creates it first wins
             continue
         if age <= 2 * HEARTBEAT_S:

@@ -78,6 +78,12 @@ def test_a_bucket_run_directory_is_locked_by_a_renewed_lease_that_a_dead_holder_
             pass  # a double launch: refused at once
     assert not storage.exists(path)  # released
 
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    here = f"pid {gone.stdout.strip()} on {socket.gethostname()}"  # a process of this host that has exited
+    storage.write_atomic(path, json.dumps({"holder": here, "time": time.time()}))
+    with run_lock(url):  # a fresh lease, but its holder was killed on this host: a restart takes it at once
+        assert here not in storage.read_text(path)
+
     monkeypatch.setattr(lock, "HEARTBEAT_S", 0.2)
     with run_lock(url):
         first = json.loads(storage.read_text(path))["time"]

@@ -79,6 +79,7 @@ def test_checkpoint_on_a_full_disk_keeps_the_previous_one_and_the_rerun_resumes_
     assert losses(run_dir) == losses(straight)
 
 
+@pytest.mark.slow  # four training processes: ~1 minute on 2 cores
 def test_metrics_on_a_full_disk_keep_the_checkpoint_and_the_rerun_logs_every_step(
     tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides: Callable
 ) -> None:

@@ -86,6 +86,7 @@ def search_cache(tmp_path_factory: pytest.TempPathFactory):
 
 @needs_libtpu
 @pytest.mark.usefixtures("search_cache")
+@pytest.mark.slow  # over a minute on 2 cores: the default suite stays under 15 minutes
 def test_tpu_candidates_are_screened_and_the_leader_compiled_in_full() -> None:
     found = search_layouts(compose(TINY_V4))
     ranked = [r for r in found.results if r.report is not None]

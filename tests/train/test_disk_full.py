@@ -63,6 +63,7 @@ def test_encode_on_a_full_disk_keeps_finished_shards_and_the_rerun_completes(
         assert (tmp_path / "ds" / shard).read_bytes() == (tmp_path / "clean" / shard).read_bytes()
 
 
+@pytest.mark.slow  # over a minute on 2 cores: the default suite stays under 15 minutes
 def test_checkpoint_on_a_full_disk_keeps_the_previous_one_and_the_rerun_resumes_exactly(
     tiny_dataset: dict[str, Path], tmp_path: Path, tiny_overrides: Callable
 ) -> None:

@@ -29,7 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from neo.data.config import DataConfig
 from neo.errors import ConfigError
-from neo.model.config import ModelConfig
+from neo.model.config import ModelConfig, resolve_precision
 from neo.parallel.config import MeshConfig
 from neo.train.config import OptimizerConfig, TrainConfig
 
@@ -48,8 +48,17 @@ class NeoConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
+        """Check every section, after settling the keys whose `auto` depends on the hardware the run targets."""
         for part in (self.model, self.mesh, self.data, self.optimizer, self.train):
             part.validate()
+        self.resolve()
+
+    def resolve(self) -> None:
+        """Settle `model.precision=auto` for the mesh preset's platform (`neo.model.config.resolve_precision`), so
+        that everything downstream, and the run's config.yaml, sees a concrete dtype."""
+        precision = resolve_precision(self.model.precision, self.mesh.platform)
+        if precision != self.model.precision:
+            self.model = dataclasses.replace(self.model, precision=precision)
         if self.train.batch_size <= 0:
             raise ConfigError(f"train.batch_size must be positive, got {self.train.batch_size}")
         if self.train.loss_chunks and self.model.n_ctx % self.train.loss_chunks:

@@ -81,3 +81,48 @@ def test_snapshots_of_older_runs_still_load(tmp_path) -> None:
 def test_load_missing_snapshot_is_a_user_error(tmp_path) -> None:
     with pytest.raises(ConfigError, match="no config file"):
         load(tmp_path / "config.yaml")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "precision"),
+    [
+        ([], "float32"),  # mesh=cpu
+        (["mesh=cpu-8"], "float32"),
+        (["mesh=v3-8"], "bfloat16"),
+        (["mesh=v5e-256"], "bfloat16"),
+        (["mesh=gpu-1"], "bfloat16"),
+        (["mesh=gpu-8"], "bfloat16"),
+        (["mesh=v3-8", "model.precision=float32"], "float32"),  # an explicit value always wins
+        (["mesh=cpu-8", "model.precision=bfloat16"], "bfloat16"),
+        (["mesh=cpu", "model.precision=auto"], "float32"),
+        (["model=xl"], "bfloat16"),  # GPT-Neo's recipe says bfloat16 itself
+    ],
+)
+def test_precision_auto_follows_the_mesh_presets_platform(overrides: list[str], precision: str) -> None:
+    cfg = compose(overrides)
+    assert cfg.model.precision == precision and cfg.model.param_dtype == "float32"  # float32 master weights
+
+
+def test_a_snapshot_records_the_resolved_precision(tmp_path) -> None:
+    """A run's config.yaml holds the dtype the run trained with: sampling or converting it on a CPU later reads
+    bfloat16 activations (over float32 parameters), not a re-resolved `auto`."""
+    import jax
+
+    from neo.model.params import abstract_variables
+    from neo.train.loop import prepare_run_dir
+
+    prepare_run_dir(compose(["mesh=v3-8"]), str(tmp_path))
+    assert "precision: bfloat16" in (tmp_path / "config.yaml").read_text()
+    loaded = load(tmp_path / "config.yaml")
+    assert loaded.model.precision == "bfloat16"
+    params = abstract_variables(loaded.model)["params"]
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jax.numpy.dtype("float32")}
+    # a hand-written snapshot saying `auto` is settled by its own mesh, like a composed config
+    text = to_yaml(compose(["mesh=gpu-1"])).replace("precision: bfloat16", "precision: auto")
+    (tmp_path / "config.yaml").write_text(text)
+    assert load(tmp_path / "config.yaml").model.precision == "bfloat16"
+    # a config made in code (`neo convert from-hf` writes one) is settled when it is validated
+    made = NeoConfig()
+    assert made.model.precision == "auto"
+    made.validate()
+    assert made.model.precision == "float32"

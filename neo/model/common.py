@@ -14,8 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from neo.model.config import ModelConfig
-from neo.model.kernels import kernels_for
+from neo.model.config import ModelConfig, resolve_precision
+from neo.model.kernels import kernels_for, target_platform
 from neo.model.quantize import Int8Weight
 
 Initializer = Callable[..., jax.Array]
@@ -23,6 +23,9 @@ FEW_ROWS = 64  # products with at most this many rows (decoding) take the `rows_
 
 
 def dtype_of(name: str) -> jnp.dtype:
+    """The dtype a config value names. `auto` (a `model.precision` that never met a mesh preset: a ModelConfig made
+    in code, a Hugging Face directory sampled as is) is resolved against the devices the model compiles for."""
+    name = resolve_precision(name, target_platform())
     return jnp.dtype({"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name])
 
 

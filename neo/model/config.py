@@ -39,6 +39,8 @@ ACTIVATIONS = (
     "cos",
 )
 DTYPES = ("float32", "bfloat16")
+PRECISIONS = ("auto", *DTYPES)  # model.precision; `auto` is settled by `resolve_precision`
+ACCELERATORS = ("tpu", "gpu")  # platforms whose matrix units run bfloat16 at full rate
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 ATTENTION_IMPLS = ("auto", "xla", "splash", "cudnn", "cpu")  # see neo.model.kernels
 
@@ -71,8 +73,14 @@ class ModelConfig:
     res_dropout: float = 0.0  # dropout on each sub-layer's output before the residual add
     scale_by_depth: bool = True  # residual-output projections (attn out, mlp c_proj) init std / sqrt(n_layer)
     scale_by_in: bool = False  # dense init std / sqrt(fan_in)
-    precision: str = "float32"  # activation dtype: float32 | bfloat16 (scores and softmax always run in float32)
-    param_dtype: str = "float32"  # parameter storage dtype: float32 | bfloat16
+    # activation (compute) dtype: auto | float32 | bfloat16. auto = bfloat16 when the mesh preset's platform
+    # (mesh.platform) is tpu or gpu, float32 on cpu; settled when the config is composed or loaded, so a run's
+    # config.yaml records the dtype it trained with. Parameters and optimizer state stay in param_dtype; the loss,
+    # logsumexp, norms' statistics and attention scores and softmax always run in float32.
+    precision: str = "auto"
+    # parameter storage dtype, and so the Adam/Adafactor state's: float32 | bfloat16. float32 (the default) keeps
+    # float32 master weights under bfloat16 compute: each use casts them to the activation dtype.
+    param_dtype: str = "float32"
     no_weight_tie: bool = False  # untied output head (lm_head); ln_f is applied either way
     num_mem_kv: int = 0  # learned memory key/value slots every query attends to
     axial_pos_emb: list[int] | None = None  # e.g. [32, 64] (product = n_ctx): factorised position embedding
@@ -168,9 +176,9 @@ class ModelConfig:
             raise ConfigError(
                 f"model.activation_function '{self.activation_function}' is not one of: {', '.join(ACTIVATIONS)}"
             )
-        for key in ("precision", "param_dtype"):
-            if getattr(self, key) not in DTYPES:
-                raise ConfigError(f"model.{key} '{getattr(self, key)}' is not one of: {', '.join(DTYPES)}")
+        for key, allowed in (("precision", PRECISIONS), ("param_dtype", DTYPES)):
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"model.{key} '{getattr(self, key)}' is not one of: {', '.join(allowed)}")
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ConfigError(
                 f"model.attention_impl '{self.attention_impl}' is not one of: {', '.join(ATTENTION_IMPLS)}"
@@ -214,6 +222,14 @@ class ModelConfig:
                 raise ConfigError(
                     "model.mlm_mask_prob must be in (0, 1] and mlm_same_token_prob + mlm_random_token_prob <= 1"
                 )
+
+
+def resolve_precision(precision: str, platform: str) -> str:
+    """The activation dtype `model.precision` names on `platform` (cpu | gpu | tpu): `auto` is bfloat16 on
+    accelerators and float32 on CPUs; an explicit dtype is kept as is."""
+    if precision != "auto":
+        return precision
+    return "bfloat16" if platform in ACCELERATORS else "float32"
 
 
 class DecodingConfig(ModelConfig):

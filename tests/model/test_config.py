@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import pytest
 
 from neo.config import compose, group_options
 from neo.errors import ConfigError
-from neo.model.config import ModelConfig
+from neo.model.config import ModelConfig, resolve_precision
 from neo.model.params import count_params
 
 EXPECTED = {"tiny", "gpt2_small", "gpt3_small", "gpt3_medium", "gpt3_large", "gpt3_xl", "gpt3_2.7B", "gpt3_6.7B"}
@@ -34,7 +35,8 @@ def test_attention_types_expand_to_n_layer() -> None:
         (dict(attention_types=[[["global", "sparse"], 6]]), "sparse"),
         (dict(attention_types=[["global", 12, 3]]), "malformed"),
         (dict(activation_function="swishy"), "activation_function"),
-        (dict(precision="float16"), "precision"),
+        (dict(precision="float16"), "precision 'float16' is not one of: auto, float32, bfloat16"),
+        (dict(param_dtype="auto"), "param_dtype"),
         (dict(n_vocab=2**31), r"must be below 2\*\*31"),
         (dict(remat_policy="some"), "remat_policy"),
         (dict(attention_impl="flash"), "attention_impl"),
@@ -64,3 +66,16 @@ def test_neo_1_3b_parameter_count_matches_the_original() -> None:
 def test_count_params_needs_no_memory_for_the_big_ones() -> None:
     assert 170e9 < count_params(_load("gpt3_175B")) < 180e9
     assert count_params(_load("gpt_1T")) > 1e12
+
+
+def test_precision_auto_is_bfloat16_on_accelerators_and_float32_on_cpus() -> None:
+    assert [resolve_precision("auto", p) for p in ("tpu", "gpu", "cpu")] == ["bfloat16", "bfloat16", "float32"]
+    assert resolve_precision("float32", "tpu") == "float32" and resolve_precision("bfloat16", "cpu") == "bfloat16"
+
+
+def test_a_model_config_made_in_code_computes_in_the_dtype_its_devices_get() -> None:
+    """Without a mesh preset (a ModelConfig made in code) `auto` is settled against the devices the model compiles
+    for: float32 on these CPUs."""
+    from neo.model.common import dtype_of
+
+    assert ModelConfig().precision == "auto" and dtype_of("auto") == jnp.float32

@@ -28,6 +28,8 @@ from tests.model.conftest import params_for, small
         ("tpu", "float32", "splash"),
         ("gpu", "bfloat16", "cudnn"),
         ("gpu", "float32", "xla"),  # cuDNN takes no float32
+        ("gpu", "auto", "cudnn"),  # model.precision=auto computes in bfloat16 on GPUs
+        ("cpu", "auto", "cpu"),
     ],
 )
 def test_auto_resolves_per_platform(platform: str, precision: str, want: str) -> None:

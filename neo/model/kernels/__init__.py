@@ -28,6 +28,7 @@ import jax
 
 from neo.errors import ConfigError
 from neo.model.config import ATTENTION_IMPLS as IMPLS
+from neo.model.config import resolve_precision
 
 _NEEDS = {"splash": "tpu", "cudnn": "gpu", "cpu": "cpu"}  # the platform an explicit choice needs; xla runs anywhere
 
@@ -47,7 +48,7 @@ def resolve(impl: str, platform: str, precision: str = "float32") -> str:
         if platform == "tpu":
             return "splash"
         if platform == "gpu":
-            return "cudnn" if precision == "bfloat16" else "xla"
+            return "cudnn" if resolve_precision(precision, platform) == "bfloat16" else "xla"
         return "cpu" if platform == "cpu" else "xla"
     need = _NEEDS.get(impl)
     if need is not None and need != platform:

@@ -1,0 +1,47 @@
+"""The train step's loss under mixed precision: bfloat16 activations over float32 master parameters."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from neo.model.config import ModelConfig
+from neo.model.params import init_params
+from neo.model.transformer import GPTNeo
+from neo.train.config import OptimizerConfig
+from neo.train.optimizer import build_optimizer
+from neo.train.step import loss_fn
+
+F32 = jnp.dtype(jnp.float32)
+
+
+def test_a_bfloat16_forward_has_a_float32_loss_close_to_the_float32_one() -> None:
+    """Loss, logsumexp (z-loss) and cross-entropy stay float32 when the activations are bfloat16, and so do the
+    gradients and the optimizer state of the float32 parameters."""
+    f32 = ModelConfig(
+        n_vocab=97, n_ctx=32, n_embd=64, n_head=4, n_layer=2, attention_types=[[["global", "local"], 1]],
+        window_size=8, z_loss=1e-3, precision="float32",
+    )  # fmt: skip
+    bf16 = dataclasses.replace(f32, precision="bfloat16")
+    params = init_params(f32)  # the same float32 parameters for both
+    assert {p.dtype for p in jax.tree.leaves(init_params(bf16))} == {F32}  # param_dtype, not precision
+    batch = jnp.asarray(np.random.default_rng(0).integers(0, f32.n_vocab, (4, f32.n_ctx + 1)), jnp.int32)
+
+    def loss(cfg: ModelConfig):
+        return jax.jit(jax.value_and_grad(lambda p: loss_fn(GPTNeo(cfg), p, batch, None), has_aux=True))(params)
+
+    (want, want_parts), _ = loss(f32)
+    (got, parts), grads = loss(bf16)
+    assert got.dtype == parts["ce_loss"].dtype == parts["aux_loss"].dtype == F32
+    np.testing.assert_allclose(float(got), float(want), rtol=1e-2)
+    np.testing.assert_allclose(float(parts["ce_loss"]), float(want_parts["ce_loss"]), rtol=1e-2)
+    np.testing.assert_allclose(float(parts["aux_loss"]), float(want_parts["aux_loss"]), rtol=5e-2)
+    assert {g.dtype for g in jax.tree.leaves(grads)} == {F32}
+    opt_state = build_optimizer(OptimizerConfig(), 10).init(params)
+    assert {a.dtype for a in jax.tree.leaves(opt_state) if jnp.issubdtype(a.dtype, jnp.floating)} == {F32}
+    # the activations really are bfloat16: the final hidden states the fused head loss reads
+    features = GPTNeo(bf16).apply({"params": params}, batch[:, :-1], features_only=True)
+    assert features.dtype == jnp.bfloat16

@@ -56,6 +56,7 @@ class DryRunReport:
     compile_s: float = 0.0
     error: str = ""  # the compiler's own refusal (RESOURCE_EXHAUSTED): peak_bytes is then only a lower bound
     attention: str = ""  # the attention kernel compiled (model.attention_impl, `auto` resolved for these devices)
+    precision: str = ""  # the activation dtype compiled (model.precision, `auto` resolved for the mesh preset)
 
     @property
     def fits(self) -> bool | None:
@@ -81,7 +82,8 @@ class DryRunReport:
         )
 
     def _kernel(self) -> str:
-        return f", attention kernel: {self.attention}" if self.attention else ""
+        kernel = f", attention kernel: {self.attention}" if self.attention else ""
+        return kernel + (f", activations: {self.precision}" if self.precision else "")
 
 
 def dry_run(cfg: NeoConfig) -> DryRunReport:
@@ -109,6 +111,7 @@ def dry_run(cfg: NeoConfig) -> DryRunReport:
             compile_s=time.perf_counter() - start,
             error=f"compiler: {oom[1]}",
             attention=session.model.config.attention_impl,
+            precision=session.model.config.precision,
         )
     from neo.model.params import abstract_variables
 
@@ -136,6 +139,7 @@ def dry_run(cfg: NeoConfig) -> DryRunReport:
         mfu=useful / (step_time * peak) if step_time > 0 and peak > 0 else 0.0,
         compile_s=cost.compile_s,
         attention=session.model.config.attention_impl,
+        precision=session.model.config.precision,
     )
 
 

@@ -72,6 +72,7 @@ def test_cli_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["train", "--dry-run", *SMALL, "mesh=cpu-8"]) == 0
     out = capsys.readouterr().out
     assert "per device" in out and "attention kernel: cpu" in out  # `auto`, resolved for these devices
+    assert "activations: float32" in out  # model.precision=auto on a CPU preset
     assert run(["train", "--dry-run", *SMALL, "mesh=cpu-8", "model.attention_impl=xla"]) == 0
     assert "attention kernel: xla" in capsys.readouterr().out
 
@@ -87,6 +88,7 @@ def test_dry_run_on_a_tpu_preset_uses_the_tpu_compiler() -> None:
     report = dry_run(compose([*SMALL, "mesh=v3-8"]))
     assert report.exact and report.devices == 8 and report.fits
     assert report.compiler.startswith("TPU compiler (libtpu") and "TPU v3" in report.compiler
+    assert report.precision == "bfloat16" and "activations: bfloat16" in report.summary()  # auto on a TPU preset
     assert (
         "compiled by: TPU compiler" in report.summary() and "estimate: compiled for simulated" not in report.summary()
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from neo.cli.common import err, out
+from neo.cli.loss_plot import read_losses, read_rows, render_loss_plot
 
 VOCAB_SIZE = 2048
 PROMPT = "Return the"
@@ -82,18 +83,31 @@ def quickstart_command(
         f"train.run_dir={run_dir}",
     ]
     cfg = compose(overrides)
-    result = run_with_progress(cfg, run_dir)
-    (first_step, first), (last_step, last) = result.eval_losses[0], result.eval_losses[-1]
+    run_with_progress(cfg, run_dir)
 
     err.print(f"[bold]5/5[/] sample from {run_dir}")
     loaded = load_for_sampling(run_dir)
     greedy = sample_texts(loaded, [PROMPT], max_new_tokens=48, temperature=0.0)[0]
     sampled = sample_texts(loaded, [PROMPT], max_new_tokens=48, temperature=0.8, top_k=40, seed=0)[0]
-    out.print(f"eval loss: step {first_step} {first:.3f} → step {last_step} {last:.3f}")
-    out.print(f"greedy sample: {(PROMPT + greedy)!r}")
-    out.print(f"sampled (temperature 0.8, top-k 40): {(PROMPT + sampled)!r}")
+    _print_summary(run_dir)
+    out.print(f"greedy sample: {(PROMPT + greedy)!r}", markup=False)
+    out.print(f"sampled (temperature 0.8, top-k 40): {(PROMPT + sampled)!r}", markup=False)
     out.print(f"done in {time.perf_counter() - started:.0f} s; run directory: {run_dir}")
     out.print(f'next: neo sample {run_dir} --prompt "{PROMPT}" --temperature 0.7 --top-k 40')
+    out.print(f"      tensorboard --logdir {run_dir / 'tensorboard'}   (loss, learning rate, tokens/s, MFU)")
+
+
+def _print_summary(run_dir: Path) -> None:
+    """The held-out loss and bits per byte at the first and last evaluation, and the training loss curve."""
+    metrics = run_dir / "metrics.jsonl"
+    evals = [row for row in read_rows(metrics) if "eval_loss" in row]
+    first, last = evals[0], evals[-1]
+    out.print(
+        f"eval loss: step {first['step']} {first['eval_loss']:.3f} → step {last['step']} {last['eval_loss']:.3f} "
+        f"({first['eval_bpb']:.2f} → {last['eval_bpb']:.2f} bits/byte on held-out text)"
+    )
+    out.print("training loss:")
+    out.print(render_loss_plot(read_losses(metrics)))
 
 
 def register(app: typer.Typer) -> None:

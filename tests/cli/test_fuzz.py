@@ -42,7 +42,7 @@ OVERRIDE = st.one_of(
     st.sampled_from(["model=tiny", "model=xl", "model=xll", "mesh=cpu-8", "mesh=v3-256", "optimizer=adafactor"]),
     JUNK,
 )
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @FUZZ

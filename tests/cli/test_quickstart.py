@@ -17,7 +17,10 @@ def test_quickstart_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert match, out
     first, last = map(float, match.groups())
     assert last < first - 0.5
+    assert re.search(r"\(([\d.]+) → ([\d.]+) bits/byte on held-out text\)", out), out
     assert "greedy sample: 'Return the" in out
+    assert "training loss:" in out and "┤" in out and "step 40" in out  # the terminal loss plot
+    assert f"tensorboard --logdir {tmp_path / 'run' / 'tensorboard'}" in out
     run_dir = tmp_path / "run"
     for name in ("config.yaml", "metrics.jsonl", "tokenizer.json"):
         assert (run_dir / name).is_file()

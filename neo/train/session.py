@@ -106,7 +106,7 @@ class Session:
         meta = ckpts.meta(step)
         if meta.get("params_only"):
             params = ckpts.restore_params(step, self.layout.abstract["params"])
-            with jax.set_mesh(self.mesh):
+            with mesh_lib.placement(self.mesh, self.rules):
                 opt_state = jax.jit(self.tx.init, out_shardings=self.layout.shardings["opt_state"])(params)
             step0 = jax.device_put(np.int32(0), self.layout.shardings["step"])
             return {"step": step0, "params": params, "opt_state": opt_state}, 0
@@ -185,14 +185,6 @@ def process_rows(sharding: NamedSharding, batch_size: int) -> range:
     return range(lo, hi)
 
 
-def _replicas(mesh: Mesh, batch_spec: Any) -> int:
-    axes = batch_spec[0] if len(batch_spec) else None
-    if axes is None:
-        return 1
-    axes = axes if isinstance(axes, tuple) else (axes,)
-    return int(np.prod([mesh.shape[a] for a in axes]))
-
-
 def micro_batch_count(cfg: NeoConfig, replicas: int) -> int:
     """GPT-Neo's `tokens_per_mb_per_replica`: how many micro-batches each step's batch is split into."""
     per_replica = cfg.train.batch_size // replicas
@@ -228,7 +220,7 @@ def build_session(
     tx = build_optimizer(cfg.optimizer, cfg.train.steps)
     st_layout = state_layout(model, tx, mesh, rules)
     batch_spec = nn.logical_to_mesh_axes(("batch", None), rules)
-    replicas = _replicas(mesh, batch_spec)
+    replicas = layout_lib.axis_ways("batch", rules, mesh.shape)
     if cfg.train.batch_size % replicas:
         raise ConfigError(
             f"train.batch_size={cfg.train.batch_size} is not divisible by the {replicas} data-parallel replicas "

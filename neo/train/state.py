@@ -18,6 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from neo.model.transformer import GPTNeo
 from neo.parallel import layout as layout_lib
+from neo.parallel.mesh import placement
 
 State = dict[str, Any]  # {"step": int32[], "params": ..., "opt_state": ...}
 
@@ -80,5 +81,5 @@ def init_state(
         params = nn.meta.unbox(model.init(jax.random.key(seed), tokens)["params"])
         return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
 
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    with placement(mesh, rules):
         return jax.jit(create, out_shardings=layout.shardings)()

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -18,6 +17,7 @@ from jax.sharding import Mesh, NamedSharding
 from neo.model.kernels import kernels_for
 from neo.model.objectives import lm_head_loss
 from neo.model.transformer import GPTNeo, output_embedding, total_aux_loss
+from neo.parallel.mesh import placement
 from neo.train.state import State, StateLayout
 
 Metrics = dict[str, jax.Array]
@@ -104,7 +104,7 @@ def build_train_step(
     )
 
     def run(state: State, batch: jax.Array) -> tuple[State, Metrics]:
-        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        with placement(mesh, rules):
             return jitted(state, batch)
 
     run.jitted = jitted  # type: ignore[attr-defined]  # for AOT lowering (dry runs, layout search)
@@ -125,7 +125,7 @@ def build_eval_step(
     jitted = jax.jit(evaluate, in_shardings=(layout.shardings["params"], batch_sharding))
 
     def run(params: Any, batch: jax.Array) -> jax.Array:
-        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        with placement(mesh, rules):
             return jitted(params, batch)
 
     return run

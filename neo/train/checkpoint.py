@@ -122,6 +122,28 @@ def load_snapshot(run_dir: str | os.PathLike[str], overrides: list[str] | None =
         return load(local, overrides)
 
 
+def load_run_config(run_dir: str | os.PathLike[str], overrides: list[str] | None = None) -> Any:
+    """`load_snapshot` of a directory that must be a run: without config.yaml it is a CheckpointError saying so."""
+    if not storage.isfile(storage.join(run_dir, "config.yaml")):
+        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml); pass a directory from `neo train`")
+    return load_snapshot(run_dir, overrides)
+
+
+def restore_run_params(
+    run_dir: str | os.PathLike[str], abstract_params: Any, step: int | None = None
+) -> tuple[Any, int]:
+    """(parameters, step) of the run's checkpoint `step` (default: the latest), placed as `abstract_params` says;
+    no optimizer state is read."""
+    ckpts = Checkpoints(run_dir, read_only=True, async_save=False)
+    try:
+        step = ckpts.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first (neo train --run-dir {run_dir})")
+        return ckpts.restore_params(step, abstract_params), step
+    finally:
+        ckpts.close()
+
+
 def load_run(run_dir: str | Path, step: int | None = None) -> tuple[Any, Any, int]:
     """(config, params, step) of a run directory, params only (no optimizer state), on the default device.
 
@@ -133,19 +155,11 @@ def load_run(run_dir: str | Path, step: int | None = None) -> tuple[Any, Any, in
     from neo.model.params import abstract_variables
 
     run_dir = os.fspath(run_dir)
-    snapshot = storage.join(run_dir, "config.yaml")
-    if not storage.isfile(snapshot):
-        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml); pass a directory from `neo train`")
-    cfg = load_snapshot(run_dir)
-    ckpts = Checkpoints(run_dir, read_only=True, async_save=False)
-    step = ckpts.latest_step() if step is None else step
-    if step is None:
-        raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first (neo train --run-dir {run_dir})")
-    boxed = abstract_variables(cfg.model)
+    cfg = load_run_config(run_dir)
     device = SingleDeviceSharding(jax.devices()[0])
     abstract = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), nn.meta.unbox(boxed["params"])
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+        nn.meta.unbox(abstract_variables(cfg.model)["params"]),
     )
-    params = ckpts.restore_params(step, abstract)
-    ckpts.close()
+    params, step = restore_run_params(run_dir, abstract, step)
     return cfg, params, step

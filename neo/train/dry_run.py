@@ -36,6 +36,7 @@ from neo.parallel.search import (
 from neo.parallel.shape import resolve_mesh_shape
 from neo.train.metrics import flops_per_token
 from neo.train.session import Session, build_session
+from neo.train.step import batch_shape
 
 GiB = 1024**3
 
@@ -183,8 +184,9 @@ def step_factory(cfg: NeoConfig, mesh: Mesh, rules: Any) -> tuple[_StepInContext
 
 def abstract_batch(session: Session) -> jax.ShapeDtypeStruct:
     cfg = session.cfg
-    rows = (cfg.train.batch_size, 2) if cfg.model.mlm_training else (cfg.train.batch_size,)  # see step.loss_fn
-    return jax.ShapeDtypeStruct((*rows, cfg.model.n_ctx + 1), jnp.int32, sharding=session.batch_sharding)
+    return jax.ShapeDtypeStruct(
+        batch_shape(cfg.model, cfg.train.batch_size), jnp.int32, sharding=session.batch_sharding
+    )
 
 
 def _state_bytes_per_device(boxed_params: Any, rules: Any, sizes: dict[str, int], optimizer: str) -> float:

@@ -119,13 +119,9 @@ class Session:
 
     # -- data ----------------------------------------------------------------------------------------------------
     def global_batch(self, local: np.ndarray | pipeline.MlmBatch) -> jax.Array:
-        """Assemble the global batch from each host's rows (one host: just a sharded device_put).
-
-        An MLM batch travels as one [rows, 2, n_ctx + 1] array: masked inputs and labels (see `step.loss_fn`).
-        """
-        if isinstance(local, pipeline.MlmBatch):
-            local = np.stack([local.inputs, local.labels], axis=1)
-        local = np.asarray(local, np.int32)
+        """Assemble the global batch from each host's rows (one host: just a sharded device_put), laid out as the
+        step takes it (`step.pack_batch`)."""
+        local = step_lib.pack_batch(local)
         global_shape = (self.cfg.train.batch_size, *local.shape[1:])
         return jax.make_array_from_process_local_data(self.batch_sharding, local, global_shape)
 

@@ -10,8 +10,6 @@ item so that sampling, evaluation and conversion load them without the optimizer
 from __future__ import annotations
 
 import os
-import signal
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +20,6 @@ from neo import storage
 from neo.errors import CheckpointError
 
 ITEMS = ("params", "opt_state", "meta")
-# Test hook (tests/train/test_checkpoint.py): SIGKILL this process when the asynchronous save of this step has written
-# everything but is not yet committed (orbax's post-finalization callback runs just before the rename): the worst
-# moment for a crash, made deterministic.
-KILL_BEFORE_COMMIT_ENV = "NEO_TEST_KILL_BEFORE_COMMIT"
 
 
 def checkpoint_dir(run_dir: str | Path) -> str:
@@ -37,17 +31,12 @@ class Checkpoints:
     """Save and restore the train state of one run directory."""
 
     def __init__(self, run_dir: str | Path, keep: int = 3, async_save: bool = True, read_only: bool = False) -> None:
-        kill_step = os.environ.get(KILL_BEFORE_COMMIT_ENV) if async_save and not read_only else None
-        self._kill_step = int(kill_step) if kill_step else None
-        self._uncommitted: deque[int] = deque()  # the hook's steps saved, in order, whose commit has not come yet
-        hook = ocp.AsyncOptions(post_finalization_callback=self._before_commit) if self._kill_step is not None else None
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             enable_async_checkpointing=async_save,
             create=not read_only,
             read_only=read_only,
             cleanup_tmp_directories=not read_only,  # half-written steps of a crashed run: never resumed from
-            async_options=hook,
         )
         self.manager = ocp.CheckpointManager(checkpoint_dir(run_dir), options=options, item_names=ITEMS)
 
@@ -67,14 +56,7 @@ class Checkpoints:
         items["params"] = ocp.args.StandardSave(state["params"] if state is not None else params)
         if state is not None:
             items["opt_state"] = ocp.args.StandardSave(state["opt_state"])
-        if self._kill_step is not None:
-            self._uncommitted.append(step)
         self.manager.save(step, args=ocp.args.Composite(**items), force=True)
-
-    def _before_commit(self) -> None:
-        """The `KILL_BEFORE_COMMIT_ENV` hook; orbax finalizes saves one at a time, in order."""
-        if self._uncommitted.popleft() == self._kill_step:
-            os.kill(os.getpid(), signal.SIGKILL)
 
     def meta(self, step: int) -> dict[str, Any]:
         return dict(self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])

@@ -92,7 +92,9 @@ class Steps(NamedTuple):
 _STEPS: dict[Any, Steps] = {}
 
 
-def _build_steps(cfg: ModelConfig) -> Steps:
+def last_logits(cfg: ModelConfig) -> Callable:
+    """`(params, tokens, positions, valid, cache) -> (logits of each row's last position [b, vocab], the chunk's cache
+    entries)`: the model call of a decoding step, which only reads the cache (`write_cache` stores the entries)."""
     model = GPTNeo(cfg)
 
     def logits_and_entries(params, tokens, positions, valid, cache):
@@ -100,6 +102,12 @@ def _build_steps(cfg: ModelConfig) -> Steps:
             {"params": params}, tokens, positions=positions, valid=valid, cache=cache, last_only=True
         )
         return logits[:, -1], entries
+
+    return logits_and_entries
+
+
+def _build_steps(cfg: ModelConfig) -> Steps:
+    logits_and_entries = last_logits(cfg)
 
     def choose(params, tokens, positions, valid, cache, index, key, temperature, top_k, top_p, vocab, *, greedy):
         logits, entries = logits_and_entries(params, tokens, positions, valid, cache)

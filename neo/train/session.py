@@ -20,7 +20,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from neo.config import NeoConfig
 from neo.data import pipeline
-from neo.data.card import DatasetCard, dataset_card
+from neo.data.card import DatasetCard
 from neo.errors import CheckpointError, ConfigError
 from neo.model import kernels
 from neo.model.objectives import auto_loss_chunks
@@ -47,7 +47,12 @@ class Session:
     loss_chunks: int  # train.loss_chunks, resolved (`auto_loss_chunks` when 0)
     n_params: int
     peak_flops: float
-    card: DatasetCard | None  # the training dataset's card (None for dry runs)
+    data: pipeline.TrainData | None  # the training datasets, checked and opened (None for dry runs)
+
+    @property
+    def card(self) -> DatasetCard | None:
+        """The training dataset's card (None for dry runs)."""
+        return self.data.card if self.data is not None else None
 
     @property
     def bytes_per_token(self) -> float | None:
@@ -137,6 +142,7 @@ class Session:
             "seed": self.cfg.train.seed,
             "start_step": start_step,
             "rows": self.batch_rows,
+            "data": self.data,
         }
         if self.cfg.model.mlm_training:
             mlm = pipeline.MlmOptions.from_model(self.cfg.model)
@@ -222,10 +228,9 @@ def build_session(
             f"train.batch_size={cfg.train.batch_size} is not divisible by the {replicas} data-parallel replicas "
             f"of mesh {dict(mesh.shape)}; use a multiple of {replicas}"
         )
-    card = None
+    data = None
     if run_dir is not None:  # training: every data precondition is checked before the first step
-        pipeline.check_data(cfg.data, n_ctx=cfg.model.n_ctx, vocab_size=cfg.model.n_vocab)
-        card = dataset_card(cfg.data.train_datasets()[0].dir)
+        data = pipeline.check_data(cfg.data, n_ctx=cfg.model.n_ctx, vocab_size=cfg.model.n_vocab, seed=cfg.train.seed)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(st_layout.abstract["params"]))
     micro_batches = micro_batch_count(cfg, replicas)
     loss_chunks = cfg.train.loss_chunks
@@ -244,5 +249,5 @@ def build_session(
         loss_chunks=loss_chunks,
         n_params=n_params,
         peak_flops=peak_flops_per_device(cfg.mesh) if run_dir is not None else cfg.mesh.peak_flops_per_device,
-        card=card,
+        data=data,
     )

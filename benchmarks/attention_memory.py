@@ -54,16 +54,11 @@ def main() -> None:
 
 def _replicas(cfg) -> int:
     """Data-parallel replicas of the mesh preset: the product of the mesh axes `batch` maps to."""
-    from neo.parallel.layout import layout_rules
+    from neo.parallel.layout import axis_ways, layout_rules
     from neo.parallel.shape import resolve_mesh_shape
 
     shape = dict(resolve_mesh_shape(cfg.mesh.shape, cfg.mesh.devices))
-    batch = dict(layout_rules(cfg.mesh.layout, list(shape))).get("batch")
-    axes = () if batch is None else (batch,) if isinstance(batch, str) else tuple(batch)
-    out = 1
-    for a in axes:
-        out *= shape[a]
-    return out
+    return axis_ways("batch", layout_rules(cfg.mesh.layout, list(shape)), shape)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from neo.errors import ConfigError, DataError
 __all__ = [
     "MlmBatch",
     "MlmOptions",
+    "TrainData",
     "check_data",
     "dataset_card",
     "eval_batches",
@@ -180,24 +181,39 @@ def _source(
     return src
 
 
-def check_data(cfg: DataConfig, *, n_ctx: int, vocab_size: int | None = None) -> None:
-    """Check every precondition before training starts: datasets exist, sample lengths fit, ids fit the model."""
-    cfg.validate()
+@dataclass
+class TrainData:
+    """The training datasets, checked and opened (each card read once) for one n_ctx and seed: what `train_batches`
+    reads."""
+
+    sources: list[_Source]
+    weights: np.ndarray  # each dataset's share of the samples, summing to 1
+
+    @property
+    def card(self) -> DatasetCard:
+        """The first training dataset's card."""
+        return self.sources[0].card
+
+
+def check_data(cfg: DataConfig, *, n_ctx: int, vocab_size: int | None = None, seed: int = 0) -> TrainData:
+    """Check every precondition before training starts (datasets exist, sample lengths fit, ids fit the model) and
+    return the datasets opened for `train_batches` with `seed`.
+
+    `cfg` is validated where it is made (`neo.config` composes and validates every section), not again here.
+    """
     cfg.require_train()
-    for i, ds in enumerate(cfg.train_datasets()):
-        src = _source(
-            ds,
-            i,
-            length=n_ctx + 1,
-            stitch=cfg.stitch,
-            shuffle_buffer=cfg.shuffle_buffer,
-            seed=0,
-        )
+    datasets = cfg.train_datasets()
+    sources = []
+    for i, ds in enumerate(datasets):
+        src = _source(ds, i, length=n_ctx + 1, stitch=cfg.stitch, shuffle_buffer=cfg.shuffle_buffer, seed=seed)
         if vocab_size is not None and src.card.vocab_size > vocab_size:
             raise ConfigError(
                 f"{ds.dir} was encoded with a {src.card.vocab_size}-token vocabulary but model.n_vocab={vocab_size}; "
                 f"set model.n_vocab to at least {src.card.vocab_size}"
             )
+        sources.append(src)
+    weights = np.array([d.weight for d in datasets], dtype=np.float64)
+    return TrainData(sources, weights / weights.sum())
 
 
 def _mix_choices(block: int, seed: int, weights: np.ndarray, batch_size: int) -> np.ndarray:
@@ -229,24 +245,19 @@ def train_batches(
     seed: int,
     start_step: int = 0,
     rows: range | None = None,
+    data: TrainData | None = None,
 ) -> Iterator[np.ndarray]:
     """Endless int32 batches [len(rows), n_ctx + 1]: `rows` of each global batch (default all), from `start_step`.
 
     The global batch of a step depends on (seed, step) only, so any split of its rows over hosts reads the same data.
+    `data` is what `check_data` opened for this n_ctx and seed (default: open it now).
     """
-    cfg.validate()
-    cfg.require_train()
+    data = check_data(cfg, n_ctx=n_ctx, seed=seed) if data is None else data
     rows = _row_range(rows, batch_size)
-    datasets = cfg.train_datasets()
-    sources = [
-        _source(ds, i, length=n_ctx + 1, stitch=cfg.stitch, shuffle_buffer=cfg.shuffle_buffer, seed=seed)
-        for i, ds in enumerate(datasets)
-    ]
+    sources, weights = data.sources, data.weights
     if len(sources) == 1:
         yield from _keep_rows(sources[0].samples(start_step * batch_size), batch_size, rows)
         return
-    weights = np.array([d.weight for d in datasets], dtype=np.float64)
-    weights /= weights.sum()
     start_block, start_row = divmod(start_step, _MIX_BLOCK)
     consumed = np.zeros(len(sources), dtype=np.int64)  # samples each dataset served before start_step
     for block in range(start_block):
@@ -351,11 +362,14 @@ def mlm_train_batches(
     vocab_size: int,
     start_step: int = 0,
     rows: range | None = None,
+    data: TrainData | None = None,
 ) -> Iterator[MlmBatch]:
     """`train_batches` followed by the masking stage; masks are keyed on (seed, step, row of the global batch), so
     resume is exact and any split of the rows over hosts masks alike."""
     rows = _row_range(rows, batch_size)
-    batches = train_batches(cfg, n_ctx=n_ctx, batch_size=batch_size, seed=seed, start_step=start_step, rows=rows)
+    batches = train_batches(
+        cfg, n_ctx=n_ctx, batch_size=batch_size, seed=seed, start_step=start_step, rows=rows, data=data
+    )
     for step, batch in enumerate(batches, start_step):
         masked = [
             mask_tokens(row[None], mlm, vocab_size, np.random.default_rng([seed, _MLM_SALT, step, r]))

@@ -14,8 +14,7 @@ model are split as the rules say, exactly as training lays them out.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -26,8 +25,10 @@ from jax.sharding import Mesh, PartitionSpec
 
 from neo.model.common import constrain
 from neo.model.config import ModelConfig
-from neo.model.decode import Rules, batch_multiple, bucket
+from neo.model.decode import batch_multiple, bucket
 from neo.model.transformer import GPTNeo, output_embedding
+from neo.parallel.layout import Rules
+from neo.parallel.mesh import placement
 
 Request = tuple[Sequence[int], Sequence[int]]  # (context ids, continuation ids)
 
@@ -76,16 +77,6 @@ def _scorer(cfg: ModelConfig, mesh: Mesh | None, rules: Rules | None) -> Callabl
 
     _SCORERS[key] = jax.jit(score)
     return _SCORERS[key]
-
-
-@contextlib.contextmanager
-def placement(mesh: Mesh | None, rules: Rules | None) -> Iterator[None]:
-    """Run under `mesh` with the logical-axis `rules` (nothing for one device)."""
-    if mesh is None:
-        yield
-        return
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules or ()):
-        yield
 
 
 def batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

@@ -117,22 +117,13 @@ def _restore_sharded(run_dir: str, mesh: Any, rules: Any) -> tuple[ModelConfig, 
 
     from neo.model.decode import param_shardings
     from neo.model.params import abstract_variables
-    from neo.train.checkpoint import Checkpoints, load_snapshot
+    from neo.train.checkpoint import load_run_config, restore_run_params
 
-    if not storage.isfile(storage.join(run_dir, "config.yaml")):
-        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml); pass a directory from `neo train`")
-    cfg = load_snapshot(run_dir).model
+    cfg = load_run_config(run_dir).model
     placed = param_shardings(cfg, mesh, rules)
     unboxed = nn.meta.unbox(abstract_variables(cfg)["params"])
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), unboxed, placed)
-    ckpts = Checkpoints(run_dir, read_only=True, async_save=False)
-    try:
-        step = ckpts.latest_step()
-        if step is None:
-            raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first (neo train --run-dir {run_dir})")
-        return cfg, ckpts.restore_params(step, abstract)
-    finally:
-        ckpts.close()
+    return cfg, restore_run_params(run_dir, abstract)[0]
 
 
 def sample_texts(

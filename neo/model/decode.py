@@ -17,9 +17,8 @@ the mesh, exactly as training lays the model out.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -35,8 +34,8 @@ from neo.model.common import dtype_of
 from neo.model.config import DecodingConfig, ModelConfig
 from neo.model.quantize import quantize_params
 from neo.model.transformer import GPTNeo
-
-Rules = tuple[tuple[str, Any], ...]  # flax logical-axis rules, as neo.parallel.layout.layout_rules makes them
+from neo.parallel.layout import Rules, axis_ways
+from neo.parallel.mesh import placement
 
 
 def _layer_cache(cfg: ModelConfig, kind: str, batch: int, length: int, lead: tuple[int, ...]) -> Cache:
@@ -93,7 +92,9 @@ class Steps(NamedTuple):
 _STEPS: dict[Any, Steps] = {}
 
 
-def _build_steps(cfg: ModelConfig) -> Steps:
+def last_logits(cfg: ModelConfig) -> Callable:
+    """`(params, tokens, positions, valid, cache) -> (logits of each row's last position [b, vocab], the chunk's cache
+    entries)`: the model call of a decoding step, which only reads the cache (`write_cache` stores the entries)."""
     model = GPTNeo(cfg)
 
     def logits_and_entries(params, tokens, positions, valid, cache):
@@ -101,6 +102,12 @@ def _build_steps(cfg: ModelConfig) -> Steps:
             {"params": params}, tokens, positions=positions, valid=valid, cache=cache, last_only=True
         )
         return logits[:, -1], entries
+
+    return logits_and_entries
+
+
+def _build_steps(cfg: ModelConfig) -> Steps:
+    logits_and_entries = last_logits(cfg)
 
     def choose(params, tokens, positions, valid, cache, index, key, temperature, top_k, top_p, vocab, *, greedy):
         logits, entries = logits_and_entries(params, tokens, positions, valid, cache)
@@ -231,20 +238,7 @@ def param_shardings(cfg: ModelConfig, mesh: Mesh, rules: Rules) -> Any:
 
 def batch_multiple(mesh: Mesh | None, rules: Rules | None) -> int:
     """How many ways the batch is split: prompts are padded with dummy rows to a multiple of it."""
-    if mesh is None:
-        return 1
-    axes = dict(rules or ()).get("batch")
-    axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
-    return int(np.prod([mesh.shape[a] for a in axes], dtype=int))
-
-
-@contextlib.contextmanager
-def _placement(mesh: Mesh | None, rules: Rules | None) -> Iterator[None]:
-    if mesh is None:
-        yield
-        return
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules or ()):
-        yield
+    return 1 if mesh is None else axis_ways("batch", rules, mesh.shape)
 
 
 def generate(
@@ -309,7 +303,7 @@ def generate(
     knobs = (jax.random.PRNGKey(seed), np.float32(temperature or 1.0), np.int32(top_k), np.float32(top_p), vocab)
     out: list[list[int]] = [[] for _ in prompts]
     done = np.arange(batch) >= rows
-    with _placement(mesh, rules):
+    with placement(mesh, rules):
         if mesh is not None:
             params = jax.device_put(params, param_shardings(cfg, mesh, rules or ()))
         cache = placed_cache(cfg, batch, bucket(width + max_new_tokens), mesh, rules)  # bucketed: few compiles

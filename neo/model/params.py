@@ -20,19 +20,25 @@ from neo.model.transformer import GPTNeo
 Params = dict[str, Any]
 
 
-_ABSTRACT: dict[tuple[str, int, int], Any] = {}
+def init_variables(cfg: ModelConfig, key: jax.Array, length: int | None = None) -> Any:
+    """`GPTNeo(cfg).init` (boxed variables) on a dummy row of `length` tokens, by default min(n_ctx, 8): the
+    parameters' shapes do not depend on it, the cost of tracing the forward pass does."""
+    tokens = jnp.zeros((1, length or min(cfg.n_ctx, 8)), jnp.int32)
+    return GPTNeo(cfg).init({"params": key}, tokens)
 
 
-def abstract_variables(cfg: ModelConfig, batch: int = 1, length: int | None = None) -> Any:
-    """The boxed variables tree as ShapeDtypeStructs (nothing allocated).
+_ABSTRACT: dict[tuple[str, int | None], Any] = {}
+
+
+def abstract_variables(cfg: ModelConfig, length: int | None = None) -> Any:
+    """`init_variables` as ShapeDtypeStructs (nothing allocated).
 
     Remembered per config: tracing a model's init takes seconds for a large model, and loading, sharding and
     re-laying-out parameters all ask for it. The tree is immutable, so callers may share it.
     """
-    key = (repr(cfg), batch, length or min(cfg.n_ctx, 8))
+    key = (repr(cfg), length)
     if key not in _ABSTRACT:
-        tokens = jax.ShapeDtypeStruct(key[1:], jnp.int32)
-        _ABSTRACT[key] = jax.eval_shape(lambda t: GPTNeo(cfg).init({"params": jax.random.PRNGKey(0)}, t), tokens)
+        _ABSTRACT[key] = jax.eval_shape(lambda: init_variables(cfg, jax.random.PRNGKey(0), length))
     return _ABSTRACT[key]
 
 
@@ -44,8 +50,7 @@ def count_params(cfg: ModelConfig) -> int:
 
 def init_params(cfg: ModelConfig, seed: int = 0) -> Params:
     """Plain (unboxed) parameters, e.g. for tests and sampling."""
-    tokens = jnp.zeros((1, min(cfg.n_ctx, 8)), jnp.int32)
-    return nn.meta.unbox(GPTNeo(cfg).init({"params": jax.random.PRNGKey(seed)}, tokens)["params"])
+    return nn.meta.unbox(init_variables(cfg, jax.random.PRNGKey(seed))["params"])
 
 
 def layer_params(cfg: ModelConfig, params: Params) -> list[Params]:

@@ -146,6 +146,23 @@ def _mesh_axes_of(axes: str | tuple[str, ...] | None) -> tuple[str, ...]:
     return (axes,) if isinstance(axes, str) else tuple(axes)
 
 
+def mesh_ways(axes: str | tuple[str, ...] | None, mesh_shape: Mapping[str, int]) -> int:
+    """How many ways `axes` split a dimension: the product of their sizes in `mesh_shape`.
+
+    `axes` is what a rule maps a logical name to, or one entry of a PartitionSpec: a mesh axis, several, or None.
+    """
+    return math.prod(mesh_shape[a] for a in _mesh_axes_of(axes))
+
+
+def axis_ways(name: str, rules: Iterable[Rule] | None, mesh_shape: Mapping[str, int]) -> int:
+    """How many ways the logical axis `name` is split over a mesh of `mesh_shape` under `rules` (1: replicated).
+
+    E.g. the data-parallel replicas are `axis_ways("batch", rules, mesh.shape)`. `rules` may also be the items of a
+    `parse_layout` mapping.
+    """
+    return mesh_ways(dict(rules or ()).get(name), mesh_shape)
+
+
 def check_tensor(
     path: str, shape: Sequence[int], names: Sequence[str | None], mesh_shape: Mapping[str, int], rules: Rules
 ) -> None:
@@ -165,7 +182,7 @@ def check_tensor(
                     f"'{name}'); map only one of them to '{axis}' in mesh.layout{_length_hint(used[axis], name)}"
                 )
             used[axis] = str(name)
-        parts = math.prod(mesh_shape[a] for a in axes)
+        parts = mesh_ways(axes, mesh_shape)
         if size % parts:
             split = "×".join(f"{a}={mesh_shape[a]}" for a in axes)
             raise LayoutError(

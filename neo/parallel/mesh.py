@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import flax.linen as nn
 import jax
 from jax.sharding import AxisType, Mesh
 
@@ -85,3 +87,14 @@ def mesh_and_rules(cfg: MeshConfig, devices: Sequence[Any] | None = None) -> tup
     """The mesh and the logical-axis rules of `cfg.layout` on it: what the trainer and the model need."""
     mesh = make_mesh(cfg, devices)
     return mesh, layout_rules(cfg.layout, list(mesh.axis_names))
+
+
+@contextlib.contextmanager
+def placement(mesh: Mesh | None, rules: Rules | None) -> Iterator[None]:
+    """Run under `mesh` with the logical-axis `rules`: what tracing and running a sharded program needs (the model's
+    logical constraints resolve against both). Nothing for `mesh` None (one device)."""
+    if mesh is None:
+        yield
+        return
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules or ()):
+        yield

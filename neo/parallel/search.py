@@ -25,7 +25,7 @@ import jax
 from neo.errors import LayoutError
 from neo.parallel.config import MeshConfig
 from neo.parallel.flops import cache_dir
-from neo.parallel.layout import Rules, layout_rules, parse_layout
+from neo.parallel.layout import Rules, axis_ways, layout_rules, parse_layout
 from neo.parallel.shape import format_mesh_shape, resolve_mesh_shape
 
 AXIS_NAMES = ("x", "y", "z", "w")
@@ -137,7 +137,7 @@ def candidates(n_devices: int, shape: str = "", and_mesh_shape: bool = False, ma
 
 def _role_sizes(layout: str, sizes: dict[str, int]) -> tuple[tuple[str, int], ...]:
     mapping = parse_layout(layout)
-    return tuple(sorted((name, math.prod(sizes[a] for a in axes)) for name, axes in mapping.items()))
+    return tuple(sorted((name, axis_ways(name, mapping.items(), sizes)) for name in mapping))
 
 
 _COLLECTIVE = re.compile(

@@ -25,8 +25,7 @@ from jax import lax
 
 from neo.model.attention import write_cache
 from neo.model.config import ModelConfig
-from neo.model.decode import _sample
-from neo.model.transformer import GPTNeo
+from neo.model.decode import _sample, last_logits
 
 TOP_LOGPROBS = 5  # OpenAI's completions API returns at most 5 alternatives per token
 
@@ -94,13 +93,7 @@ def programs_for(cfg: ModelConfig, mesh: Any = None, rules: Any = None) -> Progr
 
 def build_programs(cfg: ModelConfig) -> Programs:
     """The jitted prefill and decode step for `cfg` (a decoding config: layers unrolled, see `for_decoding`)."""
-    model = GPTNeo(cfg)
-
-    def logits_and_entries(params, tokens, positions, valid, cache):
-        logits, entries = model.apply(
-            {"params": params}, tokens, positions=positions, valid=valid, cache=cache, last_only=True
-        )
-        return logits[:, -1], entries
+    logits_and_entries = last_logits(cfg)
 
     def prefill_logits(
         params, tokens, positions, valid, cache, key, temperature, top_k, top_p, vocab, *, sampling, logprobs

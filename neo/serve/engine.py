@@ -170,10 +170,11 @@ class Engine:
     # --- the device thread ----------------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        from neo.model.decode import _placement, param_shardings, placed_cache
+        from neo.model.decode import param_shardings, placed_cache
+        from neo.parallel.mesh import placement
 
         try:
-            with _placement(self.loaded.mesh, self.loaded.rules):
+            with placement(self.loaded.mesh, self.loaded.rules):
                 if self.loaded.mesh is not None:
                     self.params = jax_device_put(
                         self.params, param_shardings(self.cfg, self.loaded.mesh, self.loaded.rules or ())

@@ -10,8 +10,6 @@ item so that sampling, evaluation and conversion load them without the optimizer
 from __future__ import annotations
 
 import os
-import signal
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +20,6 @@ from neo import storage
 from neo.errors import CheckpointError
 
 ITEMS = ("params", "opt_state", "meta")
-# Test hook (tests/train/test_checkpoint.py): SIGKILL this process when the asynchronous save of this step has written
-# everything but is not yet committed (orbax's post-finalization callback runs just before the rename): the worst
-# moment for a crash, made deterministic.
-KILL_BEFORE_COMMIT_ENV = "NEO_TEST_KILL_BEFORE_COMMIT"
 
 
 def checkpoint_dir(run_dir: str | Path) -> str:
@@ -37,17 +31,12 @@ class Checkpoints:
     """Save and restore the train state of one run directory."""
 
     def __init__(self, run_dir: str | Path, keep: int = 3, async_save: bool = True, read_only: bool = False) -> None:
-        kill_step = os.environ.get(KILL_BEFORE_COMMIT_ENV) if async_save and not read_only else None
-        self._kill_step = int(kill_step) if kill_step else None
-        self._uncommitted: deque[int] = deque()  # the hook's steps saved, in order, whose commit has not come yet
-        hook = ocp.AsyncOptions(post_finalization_callback=self._before_commit) if self._kill_step is not None else None
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             enable_async_checkpointing=async_save,
             create=not read_only,
             read_only=read_only,
             cleanup_tmp_directories=not read_only,  # half-written steps of a crashed run: never resumed from
-            async_options=hook,
         )
         self.manager = ocp.CheckpointManager(checkpoint_dir(run_dir), options=options, item_names=ITEMS)
 
@@ -67,14 +56,7 @@ class Checkpoints:
         items["params"] = ocp.args.StandardSave(state["params"] if state is not None else params)
         if state is not None:
             items["opt_state"] = ocp.args.StandardSave(state["opt_state"])
-        if self._kill_step is not None:
-            self._uncommitted.append(step)
         self.manager.save(step, args=ocp.args.Composite(**items), force=True)
-
-    def _before_commit(self) -> None:
-        """The `KILL_BEFORE_COMMIT_ENV` hook; orbax finalizes saves one at a time, in order."""
-        if self._uncommitted.popleft() == self._kill_step:
-            os.kill(os.getpid(), signal.SIGKILL)
 
     def meta(self, step: int) -> dict[str, Any]:
         return dict(self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
@@ -122,6 +104,28 @@ def load_snapshot(run_dir: str | os.PathLike[str], overrides: list[str] | None =
         return load(local, overrides)
 
 
+def load_run_config(run_dir: str | os.PathLike[str], overrides: list[str] | None = None) -> Any:
+    """`load_snapshot` of a directory that must be a run: without config.yaml it is a CheckpointError saying so."""
+    if not storage.isfile(storage.join(run_dir, "config.yaml")):
+        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml); pass a directory from `neo train`")
+    return load_snapshot(run_dir, overrides)
+
+
+def restore_run_params(
+    run_dir: str | os.PathLike[str], abstract_params: Any, step: int | None = None
+) -> tuple[Any, int]:
+    """(parameters, step) of the run's checkpoint `step` (default: the latest), placed as `abstract_params` says;
+    no optimizer state is read."""
+    ckpts = Checkpoints(run_dir, read_only=True, async_save=False)
+    try:
+        step = ckpts.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first (neo train --run-dir {run_dir})")
+        return ckpts.restore_params(step, abstract_params), step
+    finally:
+        ckpts.close()
+
+
 def load_run(run_dir: str | Path, step: int | None = None) -> tuple[Any, Any, int]:
     """(config, params, step) of a run directory, params only (no optimizer state), on the default device.
 
@@ -133,19 +137,11 @@ def load_run(run_dir: str | Path, step: int | None = None) -> tuple[Any, Any, in
     from neo.model.params import abstract_variables
 
     run_dir = os.fspath(run_dir)
-    snapshot = storage.join(run_dir, "config.yaml")
-    if not storage.isfile(snapshot):
-        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml); pass a directory from `neo train`")
-    cfg = load_snapshot(run_dir)
-    ckpts = Checkpoints(run_dir, read_only=True, async_save=False)
-    step = ckpts.latest_step() if step is None else step
-    if step is None:
-        raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first (neo train --run-dir {run_dir})")
-    boxed = abstract_variables(cfg.model)
+    cfg = load_run_config(run_dir)
     device = SingleDeviceSharding(jax.devices()[0])
     abstract = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), nn.meta.unbox(boxed["params"])
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+        nn.meta.unbox(abstract_variables(cfg.model)["params"]),
     )
-    params = ckpts.restore_params(step, abstract)
-    ckpts.close()
+    params, step = restore_run_params(run_dir, abstract, step)
     return cfg, params, step

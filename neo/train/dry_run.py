@@ -19,7 +19,8 @@ from jax.sharding import Mesh
 from neo.config import NeoConfig
 from neo.errors import LayoutError
 from neo.parallel.flops import bandwidth_per_device, memory_per_device, peak_flops_per_device
-from neo.parallel.layout import layout_rules, parse_layout
+from neo.parallel.layout import layout_rules, mesh_ways, parse_layout
+from neo.parallel.mesh import placement
 from neo.parallel.search import (
     Candidate,
     SearchResult,
@@ -35,6 +36,7 @@ from neo.parallel.search import (
 from neo.parallel.shape import resolve_mesh_shape
 from neo.train.metrics import flops_per_token
 from neo.train.session import Session, build_session
+from neo.train.step import batch_shape
 
 GiB = 1024**3
 
@@ -174,7 +176,7 @@ class _StepInContext:
         self.session = session
 
     def lower(self, *args: Any) -> Any:
-        with jax.set_mesh(self.session.mesh), nn.logical_axis_rules(self.session.rules):
+        with placement(self.session.mesh, self.session.rules):
             return self.session.train_step.jitted.lower(*args)
 
 
@@ -186,19 +188,16 @@ def step_factory(cfg: NeoConfig, mesh: Mesh, rules: Any) -> tuple[_StepInContext
 
 def abstract_batch(session: Session) -> jax.ShapeDtypeStruct:
     cfg = session.cfg
-    rows = (cfg.train.batch_size, 2) if cfg.model.mlm_training else (cfg.train.batch_size,)  # see step.loss_fn
-    return jax.ShapeDtypeStruct((*rows, cfg.model.n_ctx + 1), jnp.int32, sharding=session.batch_sharding)
+    return jax.ShapeDtypeStruct(
+        batch_shape(cfg.model, cfg.train.batch_size), jnp.int32, sharding=session.batch_sharding
+    )
 
 
 def _state_bytes_per_device(boxed_params: Any, rules: Any, sizes: dict[str, int], optimizer: str) -> float:
     """Parameters, gradients and optimizer moments per device under `rules`: the pre-screen's memory floor."""
     total = 0.0
     for leaf in jax.tree.leaves(boxed_params, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)):
-        spec = nn.logical_to_mesh_axes(leaf.names, rules)
-        split = 1
-        for axes in spec:
-            for axis in (axes,) if isinstance(axes, str) else axes or ():
-                split *= sizes.get(axis, 1)
+        split = math.prod(mesh_ways(axes, sizes) for axes in nn.logical_to_mesh_axes(leaf.names, rules))
         total += leaf.value.size * leaf.value.dtype.itemsize / split
     copies = 4 if optimizer == "adam" else 2  # params + grads (+ two Adam moments)
     return total * copies
@@ -206,8 +205,7 @@ def _state_bytes_per_device(boxed_params: Any, rules: Any, sizes: dict[str, int]
 
 def _tensor_parallel_ways(candidate: Candidate, sizes: dict[str, int]) -> int:
     mapping = parse_layout(candidate.layout)
-    axes = set(mapping.get("heads", ())) | set(mapping.get("mlp", ()))
-    return math.prod(sizes[a] for a in axes)
+    return mesh_ways(tuple(set(mapping.get("heads", ())) | set(mapping.get("mlp", ()))), sizes)
 
 
 @dataclass

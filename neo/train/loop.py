@@ -26,7 +26,7 @@ import numpy as np
 from neo import storage
 from neo.config import NeoConfig, to_yaml
 from neo.errors import CheckpointError, ConfigError, DataError, TrainingError
-from neo.train.checkpoint import Checkpoints, load_snapshot
+from neo.train.checkpoint import Checkpoints, load_run_config, load_snapshot, restore_run_params
 from neo.train.metrics import MetricsWriter, flops_per_token
 from neo.train.prefetch import Prefetch
 from neo.train.profile import StepProfiler
@@ -318,18 +318,11 @@ def copy_tokenizer(src: str | None, run_dir: str) -> None:
 def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> dict[str, float]:
     """`neo eval`: the eval metrics of a run's latest checkpoint on its eval data (data.eval_dir)."""
     run_dir = os.fspath(run_dir)
-    if not storage.isfile(storage.join(run_dir, "config.yaml")):
-        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml); pass one written by `neo train`")
-    cfg = load_snapshot(run_dir, overrides)
+    cfg = load_run_config(run_dir, overrides)
     if not cfg.data.eval_dir:
         raise TrainingError("the run has no data.eval_dir; pass data.eval_dir=DIR (written by `neo data encode`)")
     session = build_session(cfg, run_dir)
-    ckpts = Checkpoints(run_dir, read_only=True, async_save=False)
-    step = ckpts.latest_step()
-    if step is None:
-        raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first")
-    params = ckpts.restore_params(step, session.layout.abstract["params"])
-    ckpts.close()
+    params, step = restore_run_params(run_dir, session.layout.abstract["params"])
     row = evaluate(session, params)
     if row is None:
         raise TrainingError("no eval batches: set train.eval_steps above 0")

@@ -20,7 +20,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from neo.config import NeoConfig
 from neo.data import pipeline
-from neo.data.card import DatasetCard, dataset_card
+from neo.data.card import DatasetCard
 from neo.errors import CheckpointError, ConfigError
 from neo.model import kernels
 from neo.model.objectives import auto_loss_chunks
@@ -47,7 +47,12 @@ class Session:
     loss_chunks: int  # train.loss_chunks, resolved (`auto_loss_chunks` when 0)
     n_params: int
     peak_flops: float
-    card: DatasetCard | None  # the training dataset's card (None for dry runs)
+    data: pipeline.TrainData | None  # the training datasets, checked and opened (None for dry runs)
+
+    @property
+    def card(self) -> DatasetCard | None:
+        """The training dataset's card (None for dry runs)."""
+        return self.data.card if self.data is not None else None
 
     @property
     def bytes_per_token(self) -> float | None:
@@ -106,7 +111,7 @@ class Session:
         meta = ckpts.meta(step)
         if meta.get("params_only"):
             params = ckpts.restore_params(step, self.layout.abstract["params"])
-            with jax.set_mesh(self.mesh):
+            with mesh_lib.placement(self.mesh, self.rules):
                 opt_state = jax.jit(self.tx.init, out_shardings=self.layout.shardings["opt_state"])(params)
             step0 = jax.device_put(np.int32(0), self.layout.shardings["step"])
             return {"step": step0, "params": params, "opt_state": opt_state}, 0
@@ -119,13 +124,9 @@ class Session:
 
     # -- data ----------------------------------------------------------------------------------------------------
     def global_batch(self, local: np.ndarray | pipeline.MlmBatch) -> jax.Array:
-        """Assemble the global batch from each host's rows (one host: just a sharded device_put).
-
-        An MLM batch travels as one [rows, 2, n_ctx + 1] array: masked inputs and labels (see `step.loss_fn`).
-        """
-        if isinstance(local, pipeline.MlmBatch):
-            local = np.stack([local.inputs, local.labels], axis=1)
-        local = np.asarray(local, np.int32)
+        """Assemble the global batch from each host's rows (one host: just a sharded device_put), laid out as the
+        step takes it (`step.pack_batch`)."""
+        local = step_lib.pack_batch(local)
         global_shape = (self.cfg.train.batch_size, *local.shape[1:])
         return jax.make_array_from_process_local_data(self.batch_sharding, local, global_shape)
 
@@ -141,6 +142,7 @@ class Session:
             "seed": self.cfg.train.seed,
             "start_step": start_step,
             "rows": self.batch_rows,
+            "data": self.data,
         }
         if self.cfg.model.mlm_training:
             mlm = pipeline.MlmOptions.from_model(self.cfg.model)
@@ -185,14 +187,6 @@ def process_rows(sharding: NamedSharding, batch_size: int) -> range:
     return range(lo, hi)
 
 
-def _replicas(mesh: Mesh, batch_spec: Any) -> int:
-    axes = batch_spec[0] if len(batch_spec) else None
-    if axes is None:
-        return 1
-    axes = axes if isinstance(axes, tuple) else (axes,)
-    return int(np.prod([mesh.shape[a] for a in axes]))
-
-
 def micro_batch_count(cfg: NeoConfig, replicas: int) -> int:
     """GPT-Neo's `tokens_per_mb_per_replica`: how many micro-batches each step's batch is split into."""
     per_replica = cfg.train.batch_size // replicas
@@ -228,16 +222,15 @@ def build_session(
     tx = build_optimizer(cfg.optimizer, cfg.train.steps)
     st_layout = state_layout(model, tx, mesh, rules)
     batch_spec = nn.logical_to_mesh_axes(("batch", None), rules)
-    replicas = _replicas(mesh, batch_spec)
+    replicas = layout_lib.axis_ways("batch", rules, mesh.shape)
     if cfg.train.batch_size % replicas:
         raise ConfigError(
             f"train.batch_size={cfg.train.batch_size} is not divisible by the {replicas} data-parallel replicas "
             f"of mesh {dict(mesh.shape)}; use a multiple of {replicas}"
         )
-    card = None
+    data = None
     if run_dir is not None:  # training: every data precondition is checked before the first step
-        pipeline.check_data(cfg.data, n_ctx=cfg.model.n_ctx, vocab_size=cfg.model.n_vocab)
-        card = dataset_card(cfg.data.train_datasets()[0].dir)
+        data = pipeline.check_data(cfg.data, n_ctx=cfg.model.n_ctx, vocab_size=cfg.model.n_vocab, seed=cfg.train.seed)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(st_layout.abstract["params"]))
     micro_batches = micro_batch_count(cfg, replicas)
     loss_chunks = cfg.train.loss_chunks
@@ -256,5 +249,5 @@ def build_session(
         loss_chunks=loss_chunks,
         n_params=n_params,
         peak_flops=peak_flops_per_device(cfg.mesh) if run_dir is not None else cfg.mesh.peak_flops_per_device,
-        card=card,
+        data=data,
     )

@@ -16,8 +16,10 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from neo.model.params import abstract_variables, init_variables
 from neo.model.transformer import GPTNeo
 from neo.parallel import layout as layout_lib
+from neo.parallel.mesh import placement
 
 State = dict[str, Any]  # {"step": int32[], "params": ..., "opt_state": ...}
 
@@ -29,10 +31,6 @@ class StateLayout:
     abstract: State  # jax.ShapeDtypeStruct leaves, each with its sharding
     shardings: State  # NamedSharding leaves
     param_specs: Any  # logical PartitionSpecs of the params (for validation and display)
-
-
-def dummy_tokens(model: GPTNeo) -> jax.ShapeDtypeStruct:
-    return jax.ShapeDtypeStruct((1, model.config.n_ctx), jnp.int32)
 
 
 def _opt_shardings(opt_abstract: Any, params_abstract: Any, param_shardings: Any, mesh: Mesh) -> Any:
@@ -55,7 +53,7 @@ def _opt_shardings(opt_abstract: Any, params_abstract: Any, param_shardings: Any
 
 def state_layout(model: GPTNeo, tx: optax.GradientTransformation, mesh: Mesh, rules: Any) -> StateLayout:
     """Shapes and shardings of the full train state, by abstract evaluation (no allocation)."""
-    boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, model.config.n_ctx), jnp.int32)))
+    boxed = abstract_variables(model.config, length=model.config.n_ctx)  # traced as the step runs: at n_ctx
     param_specs = nn.get_partition_spec(boxed["params"])
     param_shardings = layout_lib.shardings(boxed["params"], mesh, rules)  # validates the layout first
     params_abstract = nn.meta.unbox(boxed["params"])
@@ -76,9 +74,8 @@ def init_state(
     """Create parameters and optimizer state directly in their shardings (never whole on one device)."""
 
     def create() -> State:
-        tokens = jnp.zeros((1, model.config.n_ctx), jnp.int32)
-        params = nn.meta.unbox(model.init(jax.random.key(seed), tokens)["params"])
+        params = nn.meta.unbox(init_variables(model.config, jax.random.key(seed), model.config.n_ctx)["params"])
         return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
 
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    with placement(mesh, rules):
         return jax.jit(create, out_shardings=layout.shardings)()

@@ -9,18 +9,42 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 
+from neo.data.pipeline import MlmBatch
+from neo.model.config import ModelConfig
 from neo.model.kernels import kernels_for
 from neo.model.objectives import lm_head_loss
 from neo.model.transformer import GPTNeo, output_embedding, total_aux_loss
+from neo.parallel.mesh import placement
 from neo.train.state import State, StateLayout
 
 Metrics = dict[str, jax.Array]
+
+
+def batch_shape(cfg: ModelConfig, rows: int) -> tuple[int, ...]:
+    """The shape of a step's batch of `rows` sequences: [rows, n_ctx + 1] tokens, or for MLM (`model.mlm_training`)
+    [rows, 2, n_ctx + 1]: the masked inputs and the labels (the original token where masked, -1 elsewhere)."""
+    return (rows, 2, cfg.n_ctx + 1) if cfg.mlm_training else (rows, cfg.n_ctx + 1)
+
+
+def pack_batch(local: np.ndarray | MlmBatch) -> np.ndarray:
+    """A host batch from the input pipeline in the step's layout (`batch_shape`): an MLM batch as one int32 array."""
+    if isinstance(local, MlmBatch):
+        local = np.stack([local.inputs, local.labels], axis=1)
+    return np.asarray(local, np.int32)
+
+
+def split_batch(cfg: ModelConfig, batch: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """(inputs, targets, loss weights) of a step's batch: the next token everywhere, or MLM's masked positions only."""
+    if cfg.mlm_training:
+        inputs, labels = batch[:, 0, :-1], batch[:, 1, :-1]
+        return inputs, jnp.maximum(labels, 0), (labels >= 0).astype(jnp.float32)
+    return batch[:, :-1], batch[:, 1:], None
 
 
 def loss_fn(
@@ -28,16 +52,11 @@ def loss_fn(
 ) -> tuple[jax.Array, Metrics]:
     """The training loss of one batch, plus every auxiliary loss the model sowed.
 
-    Next-token LM: `batch` is [batch, n_ctx + 1] tokens. MLM (`model.mlm_training`): `batch` is [batch, 2, n_ctx + 1],
-    the masked inputs and the labels (the original token where masked, -1 elsewhere); only masked positions count.
+    `batch` is laid out as `batch_shape` says (`split_batch` takes it apart); for MLM only masked positions count.
     The vocab projection is fused into the loss (`lm_head_loss`); `loss_chunks` splits it along the sequence.
     """
     cfg = model.config
-    if cfg.mlm_training:
-        inputs, labels = batch[:, 0, :-1], batch[:, 1, :-1]
-        targets, weights = jnp.maximum(labels, 0), (labels >= 0).astype(jnp.float32)
-    else:
-        inputs, targets, weights = batch[:, :-1], batch[:, 1:], None
+    inputs, targets, weights = split_batch(cfg, batch)
     deterministic = rng is None
     features, extra = model.apply(
         {"params": params},
@@ -104,7 +123,7 @@ def build_train_step(
     )
 
     def run(state: State, batch: jax.Array) -> tuple[State, Metrics]:
-        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        with placement(mesh, rules):
             return jitted(state, batch)
 
     run.jitted = jitted  # type: ignore[attr-defined]  # for AOT lowering (dry runs, layout search)
@@ -125,7 +144,7 @@ def build_eval_step(
     jitted = jax.jit(evaluate, in_shardings=(layout.shardings["params"], batch_sharding))
 
     def run(params: Any, batch: jax.Array) -> jax.Array:
-        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        with placement(mesh, rules):
             return jitted(params, batch)
 
     return run

@@ -5,24 +5,25 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from neo.config import compose
-from neo.train.checkpoint import KILL_BEFORE_COMMIT_ENV, Checkpoints
+from neo.train.checkpoint import Checkpoints
 from neo.train.loop import train
+from tests.train import kill_before_commit
 from tests.train.test_loop import losses
 
 
-def _cli(args: list[str], **env: str) -> subprocess.Popen:
+def _cli(args: list[str], kill_before_commit_of: int) -> subprocess.Popen:
     """`neo train` in a child process with this process's devices (8 simulated), so its numerics match `train()` here
-    and the resumed run can be in-process, skipping a second start-up."""
+    and the resumed run can be in-process, skipping a second start-up. The child SIGKILLs itself when the checkpoint
+    of step `kill_before_commit_of` is written but not yet committed."""
     return subprocess.Popen(
-        [sys.executable, "-m", "neo.cli.app", "train", *args],
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+        [*kill_before_commit.command(kill_before_commit_of), "train", *args],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -48,7 +49,7 @@ def test_sigkill_during_an_async_save_resumes_from_the_last_complete_checkpoint(
     killed, straight = tmp_path / "killed", tmp_path / "straight"
 
     # the crash: step 20 is fully written in its temporary directory, its commit (the rename) has not happened
-    proc = _cli(tiny_overrides(tiny_dataset, killed, *extra), **{KILL_BEFORE_COMMIT_ENV: "20"})
+    proc = _cli(tiny_overrides(tiny_dataset, killed, *extra), kill_before_commit_of=20)
     proc.wait(timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
     committed, partial = _step_dirs(killed)

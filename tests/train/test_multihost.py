@@ -51,19 +51,19 @@ def test_two_process_training_equals_one_process(
 
 
 def _launch(
-    overrides: list[str], n: int, devices_per_process: int = 1, env: dict[int, dict[str, str]] | None = None
+    overrides: list[str], n: int, devices_per_process: int = 1, neo: dict[int, list[str]] | None = None
 ) -> list[subprocess.Popen]:
-    """`neo train` as `n` processes of one job on localhost, `devices_per_process` CPU devices each."""
+    """`neo train` as `n` processes of one job on localhost, `devices_per_process` CPU devices each; `neo` gives a
+    process another command to run `neo` with (e.g. `kill_before_commit.command(step)`)."""
     port = _free_port()
     procs = []
     for pid in range(n):
         flags = f"--xla_force_host_platform_device_count={devices_per_process}"
         proc_env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
-        proc_env.update((env or {}).get(pid, {}))
         args = ["--coordinator", f"localhost:{port}", "--num-processes", str(n), "--process-id", str(pid)]
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "neo.cli.app", "train", *args, *overrides],
+                [*(neo or {}).get(pid, [sys.executable, "-m", "neo.cli.app"]), "train", *args, *overrides],
                 env=proc_env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
@@ -97,7 +97,7 @@ def test_four_hosts_killed_mid_save_resume_from_the_last_complete_checkpoint(
     """A pod job loses a host while a checkpoint is written but not committed; the relaunched job resumes from the
     previous checkpoint, never the half-written one, and its losses equal an uninterrupted job's bit for bit. In the
     bucket variant the data and both run directories live in Cloud Storage (a local emulator)."""
-    from neo.train.checkpoint import KILL_BEFORE_COMMIT_ENV
+    from tests.train import kill_before_commit
 
     data = {k: str(v) for k, v in tiny_dataset.items()}
     root = str(tmp_path)
@@ -111,7 +111,7 @@ def test_four_hosts_killed_mid_save_resume_from_the_last_complete_checkpoint(
     straight, killed = storage.join(root, "straight"), storage.join(root, "killed")
     _finish(_launch(tiny_overrides(data, straight, *extra), 4))
 
-    procs = _launch(tiny_overrides(data, killed, *extra), 4, env={0: {KILL_BEFORE_COMMIT_ENV: "6"}})
+    procs = _launch(tiny_overrides(data, killed, *extra), 4, neo={0: kill_before_commit.command(6)})
     procs[0].wait(timeout=600)
     assert procs[0].returncode == -signal.SIGKILL, procs[0].stderr.read() if procs[0].stderr else ""
     for proc in procs[1:]:  # the rest of the job goes down with it (on a pod, the scheduler tears the slice down)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from neo.cli.app import run
+from neo.cli.quickstart import corpus_word_share
 
 
 def test_quickstart_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -18,10 +19,20 @@ def test_quickstart_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     first, last = map(float, match.groups())
     assert last < first - 0.5
     assert re.search(r"\(([\d.]+) → ([\d.]+) bits/byte on held-out text\)", out), out
-    assert "greedy sample: 'Return the" in out
+    samples = re.findall(r"^  │ (Return the.*)$", out, flags=re.M)
+    assert len(samples) == 2 and samples[0] != samples[1], out  # two different samples, each after the prompt
+    share = re.search(r"(\d+)% of the sampled words \(prompt excluded\) occur in the training corpus", out)
+    assert share and 0 <= int(share.group(1)) <= 100, out
     assert "training loss:" in out and "┤" in out and "step 40" in out  # the terminal loss plot
     assert f"tensorboard --logdir {tmp_path / 'run' / 'tensorboard'}" in out
     run_dir = tmp_path / "run"
     for name in ("config.yaml", "metrics.jsonl", "tokenizer.json"):
         assert (run_dir / name).is_file()
     assert (tmp_path / "data" / "train" / "dataset.yaml").is_file()
+
+
+def test_corpus_word_share_counts_words_of_the_corpus(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("Return the value of x.\n", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("A socket.\n", encoding="utf-8")
+    assert corpus_word_share(["value socket", "qzx the"], tmp_path) == 0.75
+    assert corpus_word_share([""], tmp_path) == 0.0

@@ -69,7 +69,7 @@ def sample_command(
     else:
         prompts = [prompt]
     prompts = [p for p in prompts for _ in range(num_samples)]
-    loaded = load_for_sampling(source, *mesh_for_sampling(source, mesh, layout))
+    loaded = load_for_sampling(source, *mesh_for_sampling(source, mesh, layout), decoding=True)
     if weights != "float32" and mesh is None and jax.default_backend() == "cpu":
         err.print(
             f"[yellow]note:[/] --weights {weights} holds the weights in less memory, but XLA's CPU backend has no fast "

@@ -61,7 +61,7 @@ def serve_command(
     from neo.infer.sampling import load_for_sampling, mesh_for_sampling
 
     _check_port(host, port)
-    loaded = load_for_sampling(source, *mesh_for_sampling(source, mesh, layout))
+    loaded = load_for_sampling(source, *mesh_for_sampling(source, mesh, layout), decoding=True)
     name = model_name or storage.basename(source.rstrip("/")) or "neo"
     engine = Engine(loaded, slots=slots, queue_size=queue_size, context=context)
     engine.start()

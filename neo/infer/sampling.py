@@ -65,10 +65,14 @@ def mesh_for_sampling(source: str | os.PathLike[str], mesh: str | None, layout: 
     return built, rules
 
 
-def load_for_sampling(source: str | os.PathLike[str], mesh: Any = None, rules: Any = None) -> Loaded:
+def load_for_sampling(
+    source: str | os.PathLike[str], mesh: Any = None, rules: Any = None, *, decoding: bool = False
+) -> Loaded:
     """Parameters only (no optimizer state) and the tokenizer stored beside them.
 
-    With `mesh` and `rules` (see `mesh_for_sampling`) the parameters are placed in their logical shardings.
+    With `mesh` and `rules` (see `mesh_for_sampling`) the parameters are placed in their logical shardings. With
+    `decoding` (the caller only decodes), a run's parameters on one device come in the decoding layout
+    (`neo.model.decode.for_decoding`), read from the decoding cache when it has them (`neo.infer.decoding_cache`).
     """
     from neo.data.tokenizer import eos_id, load_tokenizer
 
@@ -85,45 +89,62 @@ def load_for_sampling(source: str | os.PathLike[str], mesh: Any = None, rules: A
 
             params = jax.device_put(params, param_shardings(cfg_model, mesh, rules))
     else:
-        _refuse_masked_lm(source)
-        if mesh is None:
-            from neo.train.checkpoint import load_run
+        from neo.train.checkpoint import load_run_config
 
-            cfg, params, _ = load_run(source)
-            cfg_model = cfg.model
+        cfg_model = load_run_config(source).model
+        _refuse_masked_lm(source, cfg_model)
+        if mesh is None:
+            cfg_model, params = _restore_one_device(source, cfg_model, decoding)
         else:
-            cfg_model, params = _restore_sharded(source, mesh, rules)
+            params = _restore_sharded(source, cfg_model, mesh, rules)
     if not storage.isfile(tok_path):
         raise CheckpointError(f"{source} has no tokenizer.json; copy the tokenizer used for training into it")
     tokenizer = load_tokenizer(tok_path)
     return Loaded(model=cfg_model, params=params, tokenizer=tokenizer, eos_id=eos_id(tokenizer), mesh=mesh, rules=rules)
 
 
-def _refuse_masked_lm(run_dir: str) -> None:
+def _refuse_masked_lm(run_dir: str, cfg: ModelConfig) -> None:
     """A ConfigError, before any weights are read, when the run is a masked LM."""
-    from neo.train.checkpoint import load_snapshot
-
-    if storage.isfile(storage.join(run_dir, "config.yaml")) and load_snapshot(run_dir).model.mlm_training:
+    if cfg.mlm_training:
         raise ConfigError(
             f"{run_dir} is a masked language model (model.mlm_training=true): it attends in both directions and "
             "cannot continue text left to right; use `neo eval` on it, or sample from a causal run"
         )
 
 
-def _restore_sharded(run_dir: str, mesh: Any, rules: Any) -> tuple[ModelConfig, Any]:
+def _restore_one_device(run_dir: str, cfg: ModelConfig, decoding: bool) -> tuple[ModelConfig, Any]:
+    """A run's latest parameters on the default device; with `decoding`, in the decoding layout, through the cache."""
+    from neo.infer import decoding_cache
+    from neo.model.decode import decoding_config, for_decoding
+    from neo.train.checkpoint import checkpoint_identity, latest_step, on_one_device, restore_run_params
+
+    step = latest_step(run_dir)
+    identity = checkpoint_identity(run_dir, step) if decoding and decoding_cache.enabled() else None
+    cached = None if identity is None else decoding_cache.cache_path(identity, decoding_config(cfg))
+    if cached is not None and (params := decoding_cache.read(cached)) is not None:
+        return decoding_config(cfg), params
+    params = restore_run_params(run_dir, on_one_device(cfg), step)[0]
+    if not decoding:
+        return cfg, params
+    cfg, params = for_decoding(cfg, params)
+    if cached is not None:
+        decoding_cache.write(cached, params)
+    return cfg, params
+
+
+def _restore_sharded(run_dir: str, cfg: ModelConfig, mesh: Any, rules: Any) -> Any:
     """A run's latest parameters, each device reading only its own shards."""
     import flax.linen as nn
     import jax
 
     from neo.model.decode import param_shardings
     from neo.model.params import abstract_variables
-    from neo.train.checkpoint import load_run_config, restore_run_params
+    from neo.train.checkpoint import restore_run_params
 
-    cfg = load_run_config(run_dir).model
     placed = param_shardings(cfg, mesh, rules)
     unboxed = nn.meta.unbox(abstract_variables(cfg)["params"])
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), unboxed, placed)
-    return cfg, restore_run_params(run_dir, abstract)[0]
+    return restore_run_params(run_dir, abstract)[0]
 
 
 def sample_texts(

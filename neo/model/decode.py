@@ -75,9 +75,9 @@ def placed_cache(cfg: ModelConfig, batch: int, length: int, mesh: Mesh | None, r
     from neo.parallel.layout import validate_layout
 
     make = partial(init_cache, cfg, batch, length)
-    if mesh is None:
-        return make()
     abstract = jax.eval_shape(make)
+    if mesh is None:  # zeros made on the host: eager `jnp.zeros` would compile a program per shape
+        return jax.device_put(jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract))
     validate_layout(abstract, mesh, rules or (), names=cache_axes(abstract))
     names = [{n: PartitionSpec(*axes) for n, axes in layer.items()} for layer in cache_axes(abstract)]
     return jax.jit(make, out_shardings=nn.logical_to_mesh_sharding(names, mesh, rules or ()))()
@@ -186,8 +186,13 @@ def for_decoding(cfg: ModelConfig, params: Any) -> tuple[ModelConfig, Any]:
     """
     if cfg.weights_out_first:
         return cfg, params
+    return decoding_config(cfg), _relayout(cfg)(params)
+
+
+def decoding_config(cfg: ModelConfig) -> DecodingConfig:
+    """The config of `cfg`'s decoding layout (see `for_decoding`)."""
     fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-    return DecodingConfig(**{**fields, "scan_layers": False}), _relayout(cfg)(params)
+    return DecodingConfig(**{**fields, "scan_layers": False})
 
 
 _RELAYOUTS: dict[str, Callable[[Any], Any]] = {}

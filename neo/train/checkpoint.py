@@ -17,7 +17,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from neo import storage
-from neo.errors import CheckpointError
+from neo.errors import CheckpointError, StorageError
 
 ITEMS = ("params", "opt_state", "meta")
 
@@ -111,19 +111,55 @@ def load_run_config(run_dir: str | os.PathLike[str], overrides: list[str] | None
     return load_snapshot(run_dir, overrides)
 
 
+def latest_step(run_dir: str | os.PathLike[str]) -> int:
+    """The newest committed step of a run, or a CheckpointError saying to train it first."""
+    ckpts = Checkpoints(run_dir, read_only=True, async_save=False)
+    try:
+        step = ckpts.latest_step()
+    finally:
+        ckpts.close()
+    if step is None:
+        raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first (neo train --run-dir {run_dir})")
+    return step
+
+
+def checkpoint_identity(run_dir: str | os.PathLike[str], step: int) -> str | None:
+    """A string that changes whenever checkpoint `step` of `run_dir` is rewritten: its location and orbax's commit
+    record (which holds the commit time); None when there is no record to go by."""
+    run_dir = os.fspath(run_dir)
+    location = run_dir if storage.is_remote(run_dir) else os.path.realpath(run_dir)
+    record = storage.join(checkpoint_dir(run_dir), str(step), "_CHECKPOINT_METADATA")
+    try:
+        return f"{location}\n{step}\n{storage.read_text(record)}"
+    except (OSError, StorageError):
+        return None
+
+
 def restore_run_params(
     run_dir: str | os.PathLike[str], abstract_params: Any, step: int | None = None
 ) -> tuple[Any, int]:
     """(parameters, step) of the run's checkpoint `step` (default: the latest), placed as `abstract_params` says;
     no optimizer state is read."""
+    step = latest_step(run_dir) if step is None else step
     ckpts = Checkpoints(run_dir, read_only=True, async_save=False)
     try:
-        step = ckpts.latest_step() if step is None else step
-        if step is None:
-            raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first (neo train --run-dir {run_dir})")
         return ckpts.restore_params(step, abstract_params), step
     finally:
         ckpts.close()
+
+
+def on_one_device(model: Any) -> Any:
+    """The abstract parameters of `model` (a ModelConfig), every one placed on the default device."""
+    import flax.linen as nn
+    from jax.sharding import SingleDeviceSharding
+
+    from neo.model.params import abstract_variables
+
+    device = SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+        nn.meta.unbox(abstract_variables(model)["params"]),
+    )
 
 
 def load_run(run_dir: str | Path, step: int | None = None) -> tuple[Any, Any, int]:
@@ -131,17 +167,7 @@ def load_run(run_dir: str | Path, step: int | None = None) -> tuple[Any, Any, in
 
     Works for runs written by `neo train` and by `neo convert from-hf`.
     """
-    import flax.linen as nn
-    from jax.sharding import SingleDeviceSharding
-
-    from neo.model.params import abstract_variables
-
     run_dir = os.fspath(run_dir)
     cfg = load_run_config(run_dir)
-    device = SingleDeviceSharding(jax.devices()[0])
-    abstract = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-        nn.meta.unbox(abstract_variables(cfg.model)["params"]),
-    )
-    params, step = restore_run_params(run_dir, abstract, step)
+    params, step = restore_run_params(run_dir, on_one_device(cfg.model), step)
     return cfg, params, step

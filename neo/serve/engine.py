@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from neo.infer.sampling import Loaded
+from neo.model.decode import seed_key
 from neo.serve.device import programs_for
 
 
@@ -243,7 +244,7 @@ class Engine:
             valid[0, width - len(ids) :] = True
             valid[1:, -1] = True  # dummy rows (a sharded batch) are one token, so no row attends to nothing
             positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int32)
-            key = _key(g.seed)
+            key = seed_key(g.seed)  # the key `generate` starts from
             knobs = (np.float32(g.temperature), np.int32(g.top_k), np.float32(g.top_p), np.int32(self.vocab))
             args = (self.params, tokens, positions, valid, self._cache, np.int32(slot), key, *knobs)
             # one row: sampling and log-probabilities cost little, so one compile per bucket, whatever was asked
@@ -352,13 +353,6 @@ class Engine:
         if g.on_event is not None:
             g.on_event("done", reason)
         g.done.set()
-
-
-def _key(seed: int) -> np.ndarray:
-    """jax.random.PRNGKey(seed) as raw uint32 data (the key `generate` starts from), made on the host."""
-    import jax
-
-    return np.asarray(jax.random.key_data(jax.random.PRNGKey(seed)), np.uint32)
 
 
 def _host(chosen: Any) -> tuple[np.ndarray, ...]:

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neo.model.decode import for_decoding, forward_fn, generate, init_cache, sample_logits
+from neo.model.decode import for_decoding, forward_fn, generate, init_cache, sample_logits, seed_key
 from tests.model.conftest import logits_fn, params_for, small
 
 SEQ = np.random.RandomState(0).randint(0, 53, size=(1, 20)).astype(np.int32)
@@ -132,3 +132,10 @@ def test_ids_beyond_the_tokenizer_are_never_emitted() -> None:
         assert max(limited[0]) < 20
     greedy = generate(cfg, params, prompt, max_new_tokens=8, temperature=0.0, vocab_size=20)
     assert max(greedy[0]) < 20
+
+
+@pytest.mark.parametrize("seed", [0, 1, 1234567, 2**31, 2**32 - 1])
+def test_host_made_key_equals_jax_prngkey(seed: int) -> None:
+    import jax
+
+    assert np.array_equal(seed_key(seed), np.asarray(jax.random.key_data(jax.random.PRNGKey(seed))))

@@ -64,7 +64,7 @@ def _scorer(cfg: ModelConfig, mesh: Mesh | None, rules: Rules | None) -> Callabl
     model = GPTNeo(cfg)
 
     def score(params: Any, tokens: jax.Array, at: jax.Array, targets: jax.Array, scored: jax.Array):
-        hidden = model.apply({"params": params}, tokens, features_only=True)  # [rows, width, embd], after ln_f
+        hidden = model.apply({"params": params}, tokens, method=GPTNeo.features)  # [rows, width, embd], after ln_f
         hidden = jnp.take_along_axis(hidden, at[..., None], axis=1)  # [rows, k, embd]
         head = output_embedding(cfg, params)  # [vocab, embd]
         logits = jnp.einsum("bkd,vd->bkv", hidden.astype(head.dtype), head, preferred_element_type=jnp.float32)

@@ -98,10 +98,7 @@ def last_logits(cfg: ModelConfig) -> Callable:
     model = GPTNeo(cfg)
 
     def logits_and_entries(params, tokens, positions, valid, cache):
-        logits, entries = model.apply(
-            {"params": params}, tokens, positions=positions, valid=valid, cache=cache, last_only=True
-        )
-        return logits[:, -1], entries
+        return model.apply({"params": params}, tokens, positions, valid, cache, method=GPTNeo.decode)
 
     return logits_and_entries
 

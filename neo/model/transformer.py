@@ -92,30 +92,47 @@ def _block_class(cfg: ModelConfig, cls: type[nn.Module]) -> type[nn.Module]:
 
 
 class GPTNeo(nn.Module):
+    """The model, in three named modes: `__call__` (logits of every position), `features` (the final hidden states,
+    for the trainer's fused loss) and `decode` (one chunk against a KV cache)."""
+
     config: ModelConfig
 
+    def __call__(self, tokens: jax.Array, *, deterministic: bool = True, positions: jax.Array | None = None) -> Any:
+        """tokens int32 [batch, length] -> float32 logits [batch, length, n_vocab]. Rows are 0..length-1 unless
+        `positions` [batch, length] says otherwise."""
+        return self._run(tokens, positions=positions, deterministic=deterministic)[0]
+
+    def features(self, tokens: jax.Array, *, deterministic: bool = True) -> jax.Array:
+        """The final hidden states (after ln_f) [batch, length, embd] instead of logits: the trainer fuses the vocab
+        projection into its loss (`neo.model.objectives.lm_head_loss`, with `output_embedding`)."""
+        return self._run(tokens, deterministic=deterministic, head=False)[0]
+
+    def decode(
+        self, tokens: jax.Array, positions: jax.Array, valid: jax.Array, cache: list[Cache]
+    ) -> tuple[jax.Array, list[Cache]]:
+        """(float32 logits of each row's last position [batch, n_vocab], the chunk's cache entries).
+
+        The cache (see neo.model.decode) is only read; the entries are shaped like it with the chunk's length as
+        slots, for `neo.model.attention.write_cache` to store. `positions`/`valid` describe the chunk (left-padded
+        rows have valid=False on their padding). Only the last position is projected to the vocab: decoding needs no
+        others, and for a 128-token prefill the full projection is a third of the work.
+        """
+        logits, entries = self._run(tokens, positions=positions, valid=valid, cache=cache, last_only=True)
+        return logits[:, -1], entries
+
     @nn.compact
-    def __call__(
+    def _run(
         self,
         tokens: jax.Array,
         *,
-        deterministic: bool = True,
         positions: jax.Array | None = None,
         valid: jax.Array | None = None,
         cache: list[Cache] | None = None,
+        deterministic: bool = True,
         last_only: bool = False,
-        features_only: bool = False,
-    ) -> Any:
-        """tokens int32 [batch, length] -> float32 logits [batch, length, n_vocab].
-
-        With `cache` (see neo.model.decode), the cache is only read, and the chunk's own cache entries are returned
-        too, shaped like the cache with the chunk's length as slots, for `neo.model.attention.write_cache` to store;
-        `positions`/`valid` then describe the chunk (left-padded rows have valid=False on their padding).
-        `last_only` keeps the last position's logits only (decoding needs no others; for a 128-token prefill the
-        full vocab projection is a third of the work). `features_only` returns the final hidden states (after ln_f)
-        instead of logits: the trainer fuses the vocab projection into its loss (`neo.model.objectives.lm_head_loss`,
-        with `output_embedding`).
-        """
+        head: bool = True,
+    ) -> tuple[jax.Array, list[Cache] | None]:
+        """(logits, or hidden states without `head`; the chunk's cache entries when `cache` is given, else None)."""
         cfg = self.config
         length = tokens.shape[1]
         in_order = positions is None and valid is None and cache is None  # rows are 0..length-1: see Attention
@@ -125,7 +142,6 @@ class GPTNeo(nn.Module):
             positions = jnp.arange(length, dtype=jnp.int32)[None]
         if valid is None:
             valid = jnp.ones(positions.shape, bool)
-        use_cache = cache is not None
 
         wte = param(self, "wte", normal(0.02), (cfg.n_vocab, cfg.n_embd), ("vocab", "embd"), cfg)
         x = embed(wte, tokens, cfg)
@@ -145,29 +161,28 @@ class GPTNeo(nn.Module):
             )
             (x, *_), cache = scanned(cfg, deterministic, in_order, name="blocks")((x, positions, valid), cache)
         else:
-            kinds = cfg.layer_kinds()
             new_cache = []
-            for i, (kind, moe) in enumerate(kinds):
+            for i, (kind, moe) in enumerate(cfg.layer_kinds()):
                 block = _block_class(cfg, Block)(cfg, kind, moe, deterministic, in_order, name=f"h_{i}")
                 x, c = block(x, positions, valid, None if cache is None else cache[i])
                 new_cache.append(c)
             cache = None if cache is None else new_cache
 
         x = LayerNorm(cfg, name="ln_f")(x[:, -1:] if last_only else x)
-        head = wte  # [vocab, embd]
+        lm_head = wte  # [vocab, embd]
         if cfg.no_weight_tie:  # [embd, vocab], or [vocab, embd] when weights_out_first
             head_std = normal(dense_std(cfg, cfg.n_embd))
-            head = dense_param(self, "lm_head", head_std, (cfg.n_embd, cfg.n_vocab), ("embd", "vocab"), cfg)
-        if features_only:
-            return (x, cache) if use_cache else x
+            lm_head = dense_param(self, "lm_head", head_std, (cfg.n_embd, cfg.n_vocab), ("embd", "vocab"), cfg)
+        if not head:
+            return x, cache
         if cfg.no_weight_tie and not cfg.weights_out_first:
-            logits = jnp.einsum("bld,dv->blv", x, head, preferred_element_type=jnp.float32)
+            logits = jnp.einsum("bld,dv->blv", x, lm_head, preferred_element_type=jnp.float32)
         else:
-            logits = _logits(x, head)
+            logits = _logits(x, lm_head)
         logits = constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
         if cfg.z_loss:
             self.sow("losses", "z_loss", z_loss(jax.nn.logsumexp(logits, -1), cfg.z_loss))
-        return (logits, cache) if use_cache else logits
+        return logits, cache
 
 
 def _logits(x: jax.Array, head: jax.Array | Int8Weight) -> jax.Array:

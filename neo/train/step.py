@@ -64,7 +64,7 @@ def loss_fn(
         deterministic=deterministic,
         rngs=None if deterministic else {"dropout": rng},
         mutable=["losses"],
-        features_only=True,
+        method=GPTNeo.features,
     )
     head = output_embedding(cfg, params)
     cpu_matmuls = kernels_for(cfg.attention_impl, cfg.precision).CPU_MATMULS

@@ -43,5 +43,5 @@ def test_a_bfloat16_forward_has_a_float32_loss_close_to_the_float32_one() -> Non
     opt_state = build_optimizer(OptimizerConfig(), 10).init(params)
     assert {a.dtype for a in jax.tree.leaves(opt_state) if jnp.issubdtype(a.dtype, jnp.floating)} == {F32}
     # the activations really are bfloat16: the final hidden states the fused head loss reads
-    features = GPTNeo(bf16).apply({"params": params}, batch[:, :-1], features_only=True)
+    features = GPTNeo(bf16).apply({"params": params}, batch[:, :-1], method=GPTNeo.features)
     assert features.dtype == jnp.bfloat16

@@ -48,7 +48,7 @@ _quiet_libraries()
 
 def _persistent_compilation_cache() -> None:
     """Compiled XLA programs are kept on disk, so a repeated `neo sample`/`neo train` skips recompilation."""
-    from neo.parallel.search import prepare_tpu_aot
+    from neo.parallel.targets import prepare_tpu_aot
 
     prepare_tpu_aot()  # where libtpu is installed for ahead-of-time TPU compiles but no TPU is present: keep it quiet
     import jax

@@ -8,8 +8,10 @@
 - `flops.peak_flops_per_device(cfg_or_devices)`, `flops.memory_per_device(cfg, devices)`,
   `flops.bandwidth_per_device(cfg)` (HBM and interconnect, from the sourced table `flops.BANDWIDTH`)
 - `distributed.initialize(coordinator, num_processes, process_id)` for multi-host jobs
-- `search`: candidate layouts and mesh shapes, compiled against abstract inputs and ranked; `search.target_devices`
-  gives the devices to compile for: real ones, libtpu's ahead-of-time TPU devices (exact), or simulated CPUs (estimate)
+- `search`: candidate layouts and mesh shapes, compiled against abstract inputs and ranked (`screen`: the cheap
+  compile up to buffer assignment, in a subprocess); `compiled`: what a compiled program costs per device (memory,
+  FLOPs, collectives from its HLO, the roofline step time); `targets.target_devices`: the devices to compile for, real
+  ones, libtpu's ahead-of-time TPU devices (exact), or simulated CPUs (an estimate)
 
 Importing this package does not import JAX (config validation must stay fast).
 """

@@ -29,8 +29,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from neo.parallel.compiled import CompileReport, collective_bytes
 from neo.parallel.config import MeshConfig
-from neo.parallel.search import Candidate, CompileReport, collective_bytes
+from neo.parallel.search import Candidate
 
 # XLA writes these dump files in this order; the last one written before code generation marks the others complete
 _MARKER = "after_optimizations_after_buffer_assignment.txt"
@@ -173,15 +174,16 @@ def _run_child(job: ScreenJob) -> ScreenOutcome:
 
 def _child() -> None:
     """Build and lower the step, compile it with XLA's dump on, and answer as soon as the buffer assignment is out."""
-    from neo.parallel.search import prepare_tpu_aot
+    from neo.parallel.targets import prepare_tpu_aot
 
     prepare_tpu_aot()  # before JAX starts its backends
     job: ScreenJob = pickle.load(sys.stdin.buffer)
     from neo.errors import LayoutError
+    from neo.parallel.compiled import compiler_oom, report_of
     from neo.parallel.layout import layout_rules
     from neo.parallel.mesh import make_mesh
-    from neo.parallel.search import compiler_oom, report_of, target_devices
     from neo.parallel.shape import resolve_mesh_shape
+    from neo.parallel.targets import target_devices
 
     answering = threading.Lock()
 

@@ -9,12 +9,10 @@ shardings). This module never imports the model or the trainer.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import itertools
 import json
 import math
 import os
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -23,10 +21,12 @@ from typing import Any
 import jax
 
 from neo.errors import LayoutError
+from neo.parallel.compiled import CompileReport, compile_report, compiler_oom, estimate_step_time
 from neo.parallel.config import MeshConfig
 from neo.parallel.flops import cache_dir
 from neo.parallel.layout import Rules, axis_ways, layout_rules, parse_layout
 from neo.parallel.shape import format_mesh_shape, resolve_mesh_shape
+from neo.parallel.targets import libtpu_version, target_devices
 
 AXIS_NAMES = ("x", "y", "z", "w")
 # What a mesh axis can be used for, as the logical names it splits. "fsdp" shards parameters along embd while the
@@ -41,20 +41,6 @@ StepFactory = Callable[[Any, Any, Rules], tuple[Any, Sequence[Any]]]
 class Candidate:
     shape: str  # mesh.shape, e.g. "x:64,y:4"
     layout: str  # mesh.layout, e.g. "batch:x,heads:y,mlp:y"
-
-
-@dataclass
-class CompileReport:
-    """What the compiler says about one candidate, per device."""
-
-    memory_bytes: int  # arguments + outputs + temporaries - aliased (donated) buffers
-    argument_bytes: int
-    temp_bytes: int
-    flops: float
-    bytes_accessed: float
-    collective_bytes: float  # result bytes of all-reduce/all-gather/reduce-scatter/all-to-all/permute ops
-    compile_s: float
-    all_reduce_bytes: float = 0.0  # the all-reduce share of collective_bytes (a ring moves those twice)
 
 
 @dataclass
@@ -138,248 +124,6 @@ def candidates(n_devices: int, shape: str = "", and_mesh_shape: bool = False, ma
 def _role_sizes(layout: str, sizes: dict[str, int]) -> tuple[tuple[str, int], ...]:
     mapping = parse_layout(layout)
     return tuple(sorted((name, axis_ways(name, mapping.items(), sizes)) for name in mapping))
-
-
-_COLLECTIVE = re.compile(
-    r"=\s*(\(?[^=]*?\)?)\s+(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)(?:-start)?\("
-)
-_ARRAY = re.compile(r"\b(pred|s8|u8|s16|u16|f16|bf16|s32|u32|f32|s64|u64|f64|c64|c128)\[([0-9,]*)\]")
-_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4, "f32": 4}
-
-
-_CALLEE = re.compile(r"\b(?:body|calls)=%([\w.\-]+)")
-_TRIPS = re.compile(r"known_trip_count[^0-9]*([0-9]+)")
-
-
-def _computations(lines: list[str], loop_trips: int) -> list[tuple[float, list[str]]]:
-    """HLO text as (runs per step, lines) per computation; the whole text once when it has no headers."""
-    comps: dict[str, list[str]] = {}
-    entry = current = None
-    for line in lines:
-        if line and not line[0].isspace() and line.rstrip().endswith("{"):
-            words = line.split()
-            current = (words[1] if words[0] == "ENTRY" else words[0]).lstrip("%")
-            comps[current] = []
-            entry = current if words[0] == "ENTRY" else entry
-        elif current is not None:
-            comps[current].append(line)
-    if entry is None:
-        return [(1.0, lines)]
-    weight: dict[str, float] = {}
-
-    def visit(name: str, times: float, depth: int) -> None:
-        weight[name] = weight.get(name, 0.0) + times
-        for line in comps.get(name, ()) if depth < 32 else ():
-            trips = 1
-            if " while(" in line:  # XLA records a scan's trip count on CPU/GPU; the TPU compiler's text omits it
-                found = _TRIPS.search(line)
-                trips = int(found.group(1)) if found else loop_trips
-            for callee in _CALLEE.findall(line):
-                visit(callee, times * trips, depth + 1)
-
-    visit(entry, 1.0, 0)
-    return [(w, comps[name]) for name, w in weight.items() if name in comps]
-
-
-def collective_bytes(hlo_text: str, ops: tuple[str, ...] = (), loop_trips: int = 1) -> float:
-    """Per-step result bytes of the collectives (only `ops`, if given) in a compiled (partitioned) HLO module.
-
-    A collective inside a while loop (the scanned layers) runs once per iteration: it is counted `known_trip_count`
-    times, or `loop_trips` times where the compiler's text does not record the count.
-    """
-    total = 0.0
-    for times, lines in _computations(hlo_text.splitlines(), loop_trips):
-        for match in _COLLECTIVE.finditer("\n".join(lines)):
-            if ops and match.group(2) not in ops:
-                continue
-            for dtype, dims in _ARRAY.findall(match.group(1)):
-                total += times * _BYTES.get(dtype, 8) * math.prod(int(d) for d in dims.split(",") if d)
-    return total
-
-
-def compile_report(step: Any, args: Sequence[Any], loop_trips: int = 1) -> CompileReport:
-    """Compile `step` against abstract `args` and read the compiler's memory and cost analyses (per device)."""
-    start = time.perf_counter()
-    compiled = step.lower(*args).compile()
-    seconds = time.perf_counter() - start
-    return report_of(compiled, seconds, loop_trips)
-
-
-def report_of(compiled: Any, compile_s: float = 0.0, loop_trips: int = 1) -> CompileReport:
-    """The per-device memory, cost and communication of a compiled program."""
-    mem = compiled.memory_analysis()
-    cost = compiled.cost_analysis() or {}
-    if isinstance(cost, list):  # older jax returned one dict per program
-        cost = cost[0] if cost else {}
-    arg, out = int(mem.argument_size_in_bytes), int(mem.output_size_in_bytes)
-    temp, alias = int(mem.temp_size_in_bytes), int(mem.alias_size_in_bytes)
-    hlo = compiled.as_text() or ""
-    return CompileReport(
-        memory_bytes=arg + out + temp - alias + int(mem.generated_code_size_in_bytes),
-        argument_bytes=arg,
-        temp_bytes=temp,
-        flops=float(cost.get("flops", 0.0)),
-        bytes_accessed=float(cost.get("bytes accessed", 0.0)),
-        collective_bytes=collective_bytes(hlo, loop_trips=loop_trips),
-        compile_s=compile_s,
-        all_reduce_bytes=collective_bytes(hlo, ("all-reduce",), loop_trips),
-    )
-
-
-_OOM_SIZE = re.compile(r"\(([0-9.]+)([KMGT])\)\s+exceeds")
-
-
-def compiler_oom(exc: BaseException) -> tuple[int, str] | None:
-    """(bytes needed, one-line message) when `exc` is the compiler refusing a program too big for device memory.
-
-    The TPU compiler does not report an oversized program's memory; it fails with RESOURCE_EXHAUSTED naming the
-    temporaries it needed (a lower bound on the program's memory), which is still the answer to "does it fit?".
-    """
-    text = str(exc).strip()
-    if "RESOURCE_EXHAUSTED" not in text:
-        return None
-    line = next((ln for ln in text.splitlines() if "RESOURCE_EXHAUSTED" in ln), text.splitlines()[0])
-    match = _OOM_SIZE.search(text)
-    scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-    needed = int(float(match.group(1)) * scale[match.group(2)]) if match else 0
-    return needed, line.split("RESOURCE_EXHAUSTED:", 1)[-1].strip()
-
-
-def estimate_step_time(
-    report: CompileReport, peak_flops: float, bandwidth: tuple[float, float], min_flops: float = 0.0
-) -> float:
-    """Roofline estimate of one step, in seconds: an ESTIMATE, not a measurement.
-
-    max(FLOPs / peak FLOP/s, bytes accessed / memory bandwidth) + collective bytes on the wire / interconnect
-    bandwidth, per device. XLA's cost analysis counts a while loop's body once, not once per iteration, so for a
-    scanned model its FLOPs and bytes fall short: `min_flops` (the analytic work of a step per device, e.g. 8N per
-    token with full remat) is a floor on the FLOPs, and the bytes are scaled up by the same shortfall. Collectives
-    are counted per loop iteration from the HLO (`collective_bytes`); a ring moves an all-reduce's bytes twice
-    (reduce-scatter + all-gather) and the other collectives' once. No overlap of communication with compute is
-    assumed, and every link of the chip is assumed usable, so it errs low for communication-heavy layouts on a torus
-    and high where XLA overlaps. `bandwidth` is (memory, interconnect) bytes/s per device:
-    `neo.parallel.flops.bandwidth_per_device`.
-    """
-    memory_bw, link_bw = bandwidth
-    flops = max(report.flops, min_flops)
-    shortfall = flops / report.flops if report.flops > 0 else 1.0
-    compute = flops / peak_flops if peak_flops > 0 else 0.0
-    memory = report.bytes_accessed * shortfall / memory_bw
-    wire = report.collective_bytes + report.all_reduce_bytes
-    return max(compute, memory) + wire / link_bw
-
-
-def request_cpu_devices(n: int) -> None:
-    """Ask for `n` simulated CPU devices (to stand in for a pod); must run before JAX starts its backends."""
-    from jax._src import xla_bridge
-
-    if xla_bridge.backends_are_initialized():
-        if len(jax.devices("cpu")) < n:
-            raise LayoutError(
-                f"JAX already started with {len(jax.devices('cpu'))} CPU devices; {n} are needed to simulate this "
-                f"mesh: set XLA_FLAGS=--xla_force_host_platform_device_count={n} before starting"
-            )
-        return
-    jax.config.update("jax_num_cpu_devices", n)
-
-
-def libtpu_version() -> str | None:
-    """The installed `libtpu` wheel's version, or None: the TPU compiler is then unavailable off a TPU."""
-    if importlib.util.find_spec("libtpu") is None:
-        return None
-    from importlib import metadata
-
-    try:
-        return metadata.version("libtpu")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def uses_tpu_aot(cfg: MeshConfig) -> bool:
-    """Whether `target_devices(cfg)` will compile with libtpu ahead of time (so no CPU devices need simulating)."""
-    return cfg.platform == "tpu" and bool(cfg.topology) and libtpu_version() is not None
-
-
-def _quiet_libtpu_off_tpu() -> None:
-    """Let libtpu load as a compile-only library on a machine without TPUs.
-
-    Without these, libtpu guesses the host's TPU type from cloud metadata and prints warnings, and it takes an
-    exclusive /tmp lockfile, so a second process (another search, a test worker) could not load it at all.
-    """
-    import os
-
-    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # no TPU is driven, so sharing the library is safe
-    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
-    os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v3-8")  # only silences host detection; the topology decides
-    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
-
-
-def prepare_tpu_aot() -> None:
-    """Before JAX starts: on a machine without TPU chips, keep libtpu quiet and shareable (see above)."""
-    try:
-        from jax._src import hardware_utils  # JAX's own PCI probe for TPU chips
-
-        chips, _ = hardware_utils.num_available_tpu_chips_and_device_id()
-    except Exception:  # a JAX without the probe: leave libtpu's defaults alone
-        return
-    if chips == 0:
-        _quiet_libtpu_off_tpu()
-
-
-def target_devices(cfg: MeshConfig) -> tuple[list[Any], bool]:
-    """Devices to compile for, and whether the compiler is the target's own (exact) rather than a CPU stand-in.
-
-    Real devices of the right kind and count win; a TPU preset with a topology uses libtpu's ahead-of-time
-    compiler when the `libtpu` wheel is installed; otherwise simulated CPU devices stand in (an estimate).
-    """
-    present = jax.devices()
-    n = cfg.devices or len(present)
-    if len(present) == n and str(present[0].platform).replace("cuda", "gpu") == cfg.platform:
-        return present, True
-    if uses_tpu_aot(cfg):
-        from jax.experimental import topologies
-
-        if present[0].platform != "tpu":
-            _quiet_libtpu_off_tpu()
-            # programs compiled for absent TPUs cannot be read back from JAX's persistent cache (only written, with
-            # a warning on the next run); the search keeps its own cache of compile reports instead
-            jax.config.update("jax_enable_compilation_cache", False)
-        kwargs: dict[str, Any] = {}
-        if cfg.chips_per_host_bounds:
-            kwargs["chips_per_host_bounds"] = tuple(cfg.chips_per_host_bounds)
-        try:
-            topo = topologies.get_topology_desc(
-                platform="tpu",
-                topology_name=cfg.topology,
-                chip_config_name=cfg.tpu_chip_config,
-                num_slices=1,
-                **kwargs,
-            )
-        except Exception as exc:  # libtpu reports a bad topology or a load failure as a bare runtime error
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise LayoutError(
-                f"libtpu cannot describe topology '{cfg.topology}' of mesh '{cfg.name}': {first}"
-            ) from None
-        if len(topo.devices) != n:
-            raise LayoutError(f"topology '{cfg.topology}' has {len(topo.devices)} devices, mesh '{cfg.name}' {n}")
-        return list(topo.devices), True
-    cpus = jax.devices("cpu")
-    if len(cpus) < n:
-        raise LayoutError(
-            f"mesh '{cfg.name}' needs {n} devices to compile for but {len(cpus)} CPU devices are simulated; start with "
-            f"XLA_FLAGS=--xla_force_host_platform_device_count={n} (or install libtpu for TPU presets)"
-        )
-    return cpus[:n], False
-
-
-def compiler_name(devices: Sequence[Any], exact: bool) -> str:
-    """Which compiler produced the numbers, for the user: they are only as good as this."""
-    kind = str(getattr(devices[0], "device_kind", devices[0].platform))
-    if not exact:
-        return f"XLA CPU on {len(devices)} simulated devices (an estimate, not the target's compiler)"
-    if devices[0].platform == "tpu" and jax.default_backend() != "tpu":
-        return f"TPU compiler (libtpu {libtpu_version()}, ahead of time) for {len(devices)} × {kind}: exact"
-    return f"XLA for the {len(devices)} × {kind} present: exact"
 
 
 def layout_prescreen(tree: Any, names: Any | None = None) -> Callable[[Candidate, Rules, dict[str, int]], None]:

@@ -18,22 +18,13 @@ from jax.sharding import Mesh
 
 from neo.config import NeoConfig
 from neo.errors import LayoutError
+from neo.parallel.compiled import compiler_oom, estimate_step_time, report_of
 from neo.parallel.flops import bandwidth_per_device, memory_per_device, peak_flops_per_device
 from neo.parallel.layout import layout_rules, mesh_ways, parse_layout
 from neo.parallel.mesh import placement
-from neo.parallel.search import (
-    Candidate,
-    SearchResult,
-    candidates,
-    compiler_name,
-    compiler_oom,
-    estimate_step_time,
-    layout_prescreen,
-    report_of,
-    search,
-    target_devices,
-)
+from neo.parallel.search import Candidate, SearchResult, candidates, layout_prescreen, search
 from neo.parallel.shape import resolve_mesh_shape
+from neo.parallel.targets import compiler_name, target_devices
 from neo.train.metrics import flops_per_token
 from neo.train.session import Session, build_session
 from neo.train.step import batch_shape
@@ -52,8 +43,8 @@ class DryRunReport:
     peak_bytes: int  # argument + temp + output - aliased (donated) bytes
     device_memory: int | None  # bytes per device of the target, when the mesh preset knows it
     exact: bool  # the target's own compiler (real devices / libtpu) rather than simulated CPU devices
-    compiler: str = ""  # which compiler produced these numbers (neo.parallel.search.compiler_name)
-    step_time_s: float = 0.0  # roofline estimate from the compiled cost (neo.parallel.search.estimate_step_time)
+    compiler: str = ""  # which compiler produced these numbers (neo.parallel.targets.compiler_name)
+    step_time_s: float = 0.0  # roofline estimate from the compiled cost (neo.parallel.compiled.estimate_step_time)
     mfu: float = 0.0  # model FLOPs / (estimated step time x peak)
     compile_s: float = 0.0
     error: str = ""  # the compiler's own refusal (RESOURCE_EXHAUSTED): peak_bytes is then only a lower bound
@@ -212,7 +203,7 @@ def _tensor_parallel_ways(candidate: Candidate, sizes: dict[str, int]) -> int:
 class LayoutSearch:
     results: list[SearchResult]
     exact: bool  # compiled by the target's own compiler (real devices or libtpu), not simulated CPU devices
-    compiler: str  # which one (neo.parallel.search.compiler_name)
+    compiler: str  # which one (neo.parallel.targets.compiler_name)
     considered: int  # candidates enumerated, before the pre-screen
     ranked: int  # candidates with compiler figures (compiled in full, or screened)
 

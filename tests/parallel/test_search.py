@@ -14,21 +14,8 @@ from neo.parallel.config import MeshConfig
 from neo.parallel.flops import CPU_BANDWIDTH, bandwidth_per_device
 from neo.parallel.layout import LogicalShape, parse_layout
 from neo.parallel.presets import preset, presets
-from neo.parallel.search import (
-    Candidate,
-    CompileReport,
-    candidates,
-    collective_bytes,
-    compiler_name,
-    compiler_oom,
-    estimate_step_time,
-    factorizations,
-    layout_prescreen,
-    layouts_for_axes,
-    request_cpu_devices,
-    search,
-    target_devices,
-)
+from neo.parallel.search import Candidate, candidates, factorizations, layout_prescreen, layouts_for_axes, search
+from neo.parallel.targets import target_devices
 
 needs_libtpu = pytest.mark.skipif(
     importlib.util.find_spec("libtpu") is None,
@@ -60,62 +47,12 @@ def test_candidates_with_mesh_shapes_are_deduplicated():
     assert {c.shape for c in fixed} == {"x:4,y:2"} and len(fixed) == 9
 
 
-def test_collective_bytes_reads_hlo():
-    hlo = (
-        "%ar = f32[128,4]{1,0} all-reduce(f32[128,4]{1,0} %p), replica_groups={}\n"
-        "%ag = (bf16[8]{0}, bf16[8]{0}) all-gather-start(%q)"
-    )
-    assert collective_bytes(hlo) == 128 * 4 * 4 + 2 * 8 * 2
-    assert collective_bytes(hlo, ("all-reduce",)) == 128 * 4 * 4
-
-
-def test_collectives_in_a_scanned_loop_count_once_per_iteration():
-    hlo = """%body (p: f32[4]) -> f32[4] {
-  %ar = f32[4]{0} all-reduce(f32[4]{0} %p), replica_groups={}
-}
-
-%tpu_body (p: f32[4]) -> f32[4] {
-  %ag = f32[8]{0} all-gather(f32[4]{0} %p), dimensions={0}
-}
-
-ENTRY %main (a: f32[4]) -> f32[4] {
-  %w = f32[4]{0} while(f32[4]{0} %a), condition=%cond, body=%body, backend_config={"known_trip_count":{"n":"12"}}
-  %v = f32[4]{0} while(f32[4]{0} %w), condition=%cond, body=%tpu_body
-  %r = f32[4]{0} all-reduce(f32[4]{0} %v), replica_groups={}
-}
-"""
-    # 12 iterations recorded by the compiler; the TPU-style loop without a count takes `loop_trips`
-    assert collective_bytes(hlo, ("all-reduce",)) == (12 + 1) * 16
-    assert collective_bytes(hlo, ("all-gather",), loop_trips=5) == 5 * 32
-
-
-def test_step_time_estimate_is_a_roofline_plus_communication():
-    report = CompileReport(0, 0, 0, flops=2e12, bytes_accessed=1e9, collective_bytes=3e9, compile_s=0.0)
-    report.all_reduce_bytes = 1e9  # a ring moves all-reduce bytes twice: 4e9 bytes on the wire
-    # compute-bound: 2e12 / 1e12 = 2 s > 1e9 / 1e12; then 4e9 / 1e9 = 4 s of communication
-    assert estimate_step_time(report, 1e12, (1e12, 1e9)) == pytest.approx(6.0)
-    # the analytic FLOPs floor a loop-blind compiler count (and scales its bytes by the same shortfall)
-    assert estimate_step_time(report, 1e12, (1e12, 1e9), min_flops=6e12) == pytest.approx(6.0 + 4.0)
-    # memory-bound when the bytes dominate
-    assert estimate_step_time(report, 1e15, (1e9, 1e12)) == pytest.approx(1.0 + 4e-3)
-
-
 def test_every_accelerator_preset_has_documented_bandwidths():
     for name, cfg in presets().items():
         memory, link = bandwidth_per_device(cfg)
         assert (cfg.platform == "cpu") == ((memory, link) == CPU_BANDWIDTH), name
     # v3 devices are TensorCores: half a chip's 900 GB/s HBM
     assert bandwidth_per_device(preset("v3-8"))[0] == pytest.approx(450e9)
-
-
-def test_compiler_oom_reads_the_tpu_compilers_refusal():
-    exc = RuntimeError(
-        "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries (22.46G) "
-        "exceeds available HBM (15.48G)."
-    )
-    needed, line = compiler_oom(exc)
-    assert needed == int(22.46 * 2**30) and line.startswith("Ran out of memory")
-    assert compiler_oom(ValueError("something else")) is None
 
 
 class Toy(nn.Module):
@@ -233,35 +170,6 @@ def test_memory_limit_marks_candidates_that_do_not_fit(tmp_path, monkeypatch):
 
 
 @needs_libtpu
-def test_every_tpu_preset_topology_is_one_libtpu_knows():
-    """The preset's topology string, chip config and device count agree with libtpu's own description."""
-    for name, cfg in presets().items():
-        if cfg.platform != "tpu":
-            continue
-        devices, exact = target_devices(cfg)
-        assert exact and len(devices) == cfg.devices, name
-        assert devices[0].device_kind == cfg.device_kind, name
-        assert "libtpu" in compiler_name(devices, exact), name
-
-
-def test_without_libtpu_a_tpu_preset_compiles_on_simulated_cpus_and_says_so(monkeypatch):
-    import neo.parallel.search as search_mod
-
-    monkeypatch.setattr(search_mod, "libtpu_version", lambda: None)
-    devices, exact = target_devices(preset("v3-8"))
-    assert not exact and devices[0].platform == "cpu"
-    assert "simulated devices (an estimate" in compiler_name(devices, exact)
-
-
-def test_target_devices_needs_enough_simulated_devices():
-    with pytest.raises(LayoutError, match=r"xla_force_host_platform_device_count=256"):
-        target_devices(MeshConfig(name="gpu-256", platform="gpu", devices=256))
-    if importlib.util.find_spec("libtpu") is None:
-        devices, exact = target_devices(MeshConfig(name="v3-8", platform="tpu", devices=8, topology="v3:2x2"))
-        assert len(devices) == 8 and not exact and devices[0].platform == "cpu"
-
-
-@needs_libtpu
 def test_tpu_presets_compile_ahead_of_time_with_libtpu(tmp_path, monkeypatch):
     monkeypatch.setenv("NEO_CACHE_DIR", str(tmp_path))
     devices, exact = target_devices(preset("v3-256"))
@@ -271,10 +179,3 @@ def test_tpu_presets_compile_ahead_of_time_with_libtpu(tmp_path, monkeypatch):
     assert all(r.report is not None and r.fits and r.report.flops > 0 for r in results)
     with pytest.raises(LayoutError, match="libtpu cannot describe topology 'v3:3x3'"):
         target_devices(MeshConfig(name="bad", platform="tpu", devices=18, topology="v3:3x3"))
-
-
-def test_request_cpu_devices_after_start_says_how_to_fix():
-    jax.devices()
-    request_cpu_devices(8)  # already there: fine
-    with pytest.raises(LayoutError, match=r"xla_force_host_platform_device_count=512"):
-        request_cpu_devices(512)

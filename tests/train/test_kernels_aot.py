@@ -31,7 +31,7 @@ SMALL = [
 
 def _compiled_text(overrides: list[str]) -> tuple[str, str]:
     """(the model's resolved attention_impl, the compiled train step's HLO) for a TPU preset."""
-    from neo.parallel.search import target_devices
+    from neo.parallel.targets import target_devices
 
     cfg = compose(overrides)
     devices, exact = target_devices(cfg.mesh)

@@ -1,0 +1,126 @@
+"""The devices a layout is compiled for: the real ones when present, libtpu's ahead-of-time TPU compiler for a TPU
+preset with a topology, else simulated CPU devices standing in (an estimate), and how to name which one it was."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+
+from neo.errors import LayoutError
+from neo.parallel.config import MeshConfig
+
+
+def request_cpu_devices(n: int) -> None:
+    """Ask for `n` simulated CPU devices (to stand in for a pod); must run before JAX starts its backends."""
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        if len(jax.devices("cpu")) < n:
+            raise LayoutError(
+                f"JAX already started with {len(jax.devices('cpu'))} CPU devices; {n} are needed to simulate this "
+                f"mesh: set XLA_FLAGS=--xla_force_host_platform_device_count={n} before starting"
+            )
+        return
+    jax.config.update("jax_num_cpu_devices", n)
+
+
+def libtpu_version() -> str | None:
+    """The installed `libtpu` wheel's version, or None: the TPU compiler is then unavailable off a TPU."""
+    if importlib.util.find_spec("libtpu") is None:
+        return None
+    from importlib import metadata
+
+    try:
+        return metadata.version("libtpu")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def uses_tpu_aot(cfg: MeshConfig) -> bool:
+    """Whether `target_devices(cfg)` will compile with libtpu ahead of time (so no CPU devices need simulating)."""
+    return cfg.platform == "tpu" and bool(cfg.topology) and libtpu_version() is not None
+
+
+def _quiet_libtpu_off_tpu() -> None:
+    """Let libtpu load as a compile-only library on a machine without TPUs.
+
+    Without these, libtpu guesses the host's TPU type from cloud metadata and prints warnings, and it takes an
+    exclusive /tmp lockfile, so a second process (another search, a test worker) could not load it at all.
+    """
+    import os
+
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # no TPU is driven, so sharing the library is safe
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v3-8")  # only silences host detection; the topology decides
+    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+
+
+def prepare_tpu_aot() -> None:
+    """Before JAX starts: on a machine without TPU chips, keep libtpu quiet and shareable (see above)."""
+    try:
+        from jax._src import hardware_utils  # JAX's own PCI probe for TPU chips
+
+        chips, _ = hardware_utils.num_available_tpu_chips_and_device_id()
+    except Exception:  # a JAX without the probe: leave libtpu's defaults alone
+        return
+    if chips == 0:
+        _quiet_libtpu_off_tpu()
+
+
+def target_devices(cfg: MeshConfig) -> tuple[list[Any], bool]:
+    """Devices to compile for, and whether the compiler is the target's own (exact) rather than a CPU stand-in.
+
+    Real devices of the right kind and count win; a TPU preset with a topology uses libtpu's ahead-of-time
+    compiler when the `libtpu` wheel is installed; otherwise simulated CPU devices stand in (an estimate).
+    """
+    present = jax.devices()
+    n = cfg.devices or len(present)
+    if len(present) == n and str(present[0].platform).replace("cuda", "gpu") == cfg.platform:
+        return present, True
+    if uses_tpu_aot(cfg):
+        from jax.experimental import topologies
+
+        if present[0].platform != "tpu":
+            _quiet_libtpu_off_tpu()
+            # programs compiled for absent TPUs cannot be read back from JAX's persistent cache (only written, with
+            # a warning on the next run); the search keeps its own cache of compile reports instead
+            jax.config.update("jax_enable_compilation_cache", False)
+        kwargs: dict[str, Any] = {}
+        if cfg.chips_per_host_bounds:
+            kwargs["chips_per_host_bounds"] = tuple(cfg.chips_per_host_bounds)
+        try:
+            topo = topologies.get_topology_desc(
+                platform="tpu",
+                topology_name=cfg.topology,
+                chip_config_name=cfg.tpu_chip_config,
+                num_slices=1,
+                **kwargs,
+            )
+        except Exception as exc:  # libtpu reports a bad topology or a load failure as a bare runtime error
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise LayoutError(
+                f"libtpu cannot describe topology '{cfg.topology}' of mesh '{cfg.name}': {first}"
+            ) from None
+        if len(topo.devices) != n:
+            raise LayoutError(f"topology '{cfg.topology}' has {len(topo.devices)} devices, mesh '{cfg.name}' {n}")
+        return list(topo.devices), True
+    cpus = jax.devices("cpu")
+    if len(cpus) < n:
+        raise LayoutError(
+            f"mesh '{cfg.name}' needs {n} devices to compile for but {len(cpus)} CPU devices are simulated; start with "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={n} (or install libtpu for TPU presets)"
+        )
+    return cpus[:n], False
+
+
+def compiler_name(devices: Sequence[Any], exact: bool) -> str:
+    """Which compiler produced the numbers, for the user: they are only as good as this."""
+    kind = str(getattr(devices[0], "device_kind", devices[0].platform))
+    if not exact:
+        return f"XLA CPU on {len(devices)} simulated devices (an estimate, not the target's compiler)"
+    if devices[0].platform == "tpu" and jax.default_backend() != "tpu":
+        return f"TPU compiler (libtpu {libtpu_version()}, ahead of time) for {len(devices)} × {kind}: exact"
+    return f"XLA for the {len(devices)} × {kind} present: exact"

@@ -28,7 +28,7 @@ import os
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -319,97 +319,36 @@ def encode_dataset(
 ) -> DatasetCard:
     """Encode `inputs` into `out_dir` (TFRecord shards, `tokenizer.json`, `dataset.yaml`) and return the card.
 
-    `files_per` is the number of input documents per output shard (GPT-Neo's `--files_per`).
+    `files_per` is the number of input documents per output shard (GPT-Neo's `--files_per`). An interrupted encode
+    resumes after its last finished shard; a failed first encode leaves nothing behind.
     """
-    if mode not in MODES:
-        raise DataError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
-    for flag, value in (
-        ("--chunk-size", chunk_size),
-        ("--minimum-size", minimum_size),
-        ("--files-per", files_per),
-        ("--workers", workers),
-    ):
-        if value < 1:
-            raise DataError(f"{flag} must be at least 1, got {value}")
-    if not name or "/" in name or name.startswith("."):
-        raise DataError(f"--name must be a plain file-name prefix, got {name!r}")
+    _check_options(mode, name, chunk_size=chunk_size, minimum_size=minimum_size, files_per=files_per, workers=workers)
     tok = load_tokenizer(tokenizer)
     tok_fingerprint = fingerprint(tok)  # once: it canonicalises the whole tokenizer JSON (~0.2 s for 32k tokens)
-    vocab = tok.get_vocab_size()
-    sep = list(separator) if separator else [eos_id(tok)]
-    bad = [i for i in sep if not 0 <= i < vocab]
-    if bad:
-        raise DataError(f"--separator id {bad[0]} is outside the tokenizer's vocabulary [0, {vocab})")
+    sep = _separator_ids(tok, separator)
     files = resolve_inputs(inputs)
     out = os.fspath(out_dir)
     options = dict(
         mode=mode, name=name, chunk_size=chunk_size, separator=sep, minimum_size=minimum_size, files_per=files_per
     )
-    fresh = not storage.exists(out)  # a failed encode then leaves nothing behind
+    fresh = not storage.exists(out)
     state_dir = _prepare_out(out, _settings(files, tok_fingerprint, **options), name, force)
     copy_tokenizer(tok, out)
     done = _finished_shards(out, state_dir, name)
-    skip_docs = sum(s.documents for s in done)
 
     stats = CorpusStats()
-
-    def batches() -> Iterator[tuple[int, list[str]]]:
-        """(shard index, documents) in stream order; a batch never spans two shards."""
-        batch: list[str] = []
-        chars = 0
-        shard = 0
-        limit = FIRST_BATCH_CHARS
-        for i, doc in enumerate(iter_documents(files, stats)):
-            if i < skip_docs:
-                continue
-            if batch and (i // files_per != shard or len(batch) >= BATCH_DOCS or chars >= limit):
-                yield shard, batch
-                batch, chars, limit = [], 0, min(2 * limit, BATCH_CHARS)
-            shard = i // files_per
-            batch.append(doc)
-            chars += len(doc)
-        if batch:
-            yield shard, batch
-
-    def tokenized() -> Iterator[tuple[int, list[np.ndarray], int]]:
-        if workers == 1:  # reading, tokenizing (in a thread: `tokenizers` releases the GIL) and writing overlap
-            yield from _prefetch((shard, *_tokenize(tok, docs)) for shard, docs in _prefetch(batches()))
-            return
-        ctx = mp.get_context("spawn")  # fork after tokenizers' thread pool started is unsafe
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(tok.to_str(),)) as pool:
-            pending: deque[tuple[int, Any]] = deque()
-            for shard, docs in batches():
-                pending.append((shard, pool.apply_async(_tokenize_in_worker, (docs,))))
-                if len(pending) >= 2 * workers:  # bounded: never read far ahead of the writer
-                    s, res = pending.popleft()
-                    yield s, *res.get()
-            while pending:
-                s, res = pending.popleft()
-                yield s, *res.get()
-
+    batches = _batches(iter_documents(files, stats), skip=sum(s.documents for s in done), files_per=files_per)
     carry = done[-1].carry if done else []
     writer = _Writer(out, state_dir, name, mode, chunk_size, np.asarray(sep, np.int32), minimum_size, carry)
-    n_docs = skip_docs
-    n_tokens = sum(s.doc_tokens for s in done)
-    already_final = bool(done) and done[-1].final
-    try:
-        for shard, docs, nbytes in tokenized():
-            if already_final:
-                raise DataError(f"{out} holds a finished encode that ends before these inputs do; pass --force")
-            if shard != writer.index:
-                if writer.shard is not None:
-                    writer.commit(final=False)
-                writer.open(shard)
-            writer.add(docs, nbytes)
-            n_docs += len(docs)
-            n_tokens += sum(len(d) for d in docs)
-            if progress is not None:
-                progress(EncodeProgress(stats.files, len(files), n_docs, n_tokens, len(done) + len(writer.written)))
-        if writer.shard is not None:
-            writer.commit(final=True)
-    except BaseException:
-        writer.abort()
-        raise
+
+    def report(documents: int, tokens: int) -> None:
+        if progress is not None:
+            progress(EncodeProgress(stats.files, len(files), documents, tokens, len(done) + len(writer.written)))
+
+    if done and done[-1].final:
+        _refuse_more_input(out, _tokenized(tok, batches, workers))
+    else:
+        _write_shards(writer, _tokenized(tok, batches, workers), done, report)
     shards = done + writer.written
     if not shards or stats.documents == 0:
         if fresh:
@@ -417,22 +356,137 @@ def encode_dataset(
         raise DataError(f"no readable documents in the inputs ({len(stats.skipped)} files skipped); check the files")
     if not shards[-1].final:  # the stream ended exactly where an earlier (interrupted) run stopped
         raise DataError(f"{out} holds an interrupted encode that does not match these inputs; pass --force")
+    card = _card(shards, stats, tok, tok_fingerprint, len(files), **options)
+    write_card(out, card)
+    return card
 
+
+def _check_options(mode: str, name: str, **counts: int) -> None:
+    if mode not in MODES:
+        raise DataError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    for key, value in counts.items():
+        if value < 1:
+            raise DataError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
+    if not name or "/" in name or name.startswith("."):
+        raise DataError(f"--name must be a plain file-name prefix, got {name!r}")
+
+
+def _separator_ids(tok: Tokenizer, separator: Sequence[int] | None) -> list[int]:
+    """The ids written after every document: `separator`, or the tokenizer's end-of-text token."""
+    sep = list(separator) if separator else [eos_id(tok)]
+    vocab = tok.get_vocab_size()
+    bad = [i for i in sep if not 0 <= i < vocab]
+    if bad:
+        raise DataError(f"--separator id {bad[0]} is outside the tokenizer's vocabulary [0, {vocab})")
+    return sep
+
+
+def _batches(documents: Iterator[str], *, skip: int, files_per: int) -> Iterator[tuple[int, list[str]]]:
+    """(shard index, documents) in stream order, after the first `skip` documents; a batch never spans two shards.
+    Batches grow from FIRST_BATCH_CHARS to BATCH_CHARS, so tokenizing starts soon and memory stays bounded."""
+    batch: list[str] = []
+    chars = 0
+    shard = 0
+    limit = FIRST_BATCH_CHARS
+    for i, doc in enumerate(documents):
+        if i < skip:
+            continue
+        if batch and (i // files_per != shard or len(batch) >= BATCH_DOCS or chars >= limit):
+            yield shard, batch
+            batch, chars, limit = [], 0, min(2 * limit, BATCH_CHARS)
+        shard = i // files_per
+        batch.append(doc)
+        chars += len(doc)
+    if batch:
+        yield shard, batch
+
+
+def _tokenized(
+    tok: Tokenizer, batches: Iterator[tuple[int, list[str]]], workers: int
+) -> Generator[tuple[int, list[np.ndarray], int], None, None]:
+    """(shard index, token ids per document, text bytes) per batch, in order, never far ahead of the writer."""
+    if workers == 1:  # reading, tokenizing (in a thread: `tokenizers` releases the GIL) and writing overlap
+        yield from _prefetch((shard, *_tokenize(tok, docs)) for shard, docs in _prefetch(batches))
+        return
+    ctx = mp.get_context("spawn")  # fork after tokenizers' thread pool started is unsafe
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(tok.to_str(),)) as pool:
+        pending: deque[tuple[int, Any]] = deque()
+        for shard, docs in batches:
+            pending.append((shard, pool.apply_async(_tokenize_in_worker, (docs,))))
+            if len(pending) >= 2 * workers:  # bounded: never read far ahead of the writer
+                s, res = pending.popleft()
+                yield s, *res.get()
+        while pending:
+            s, res = pending.popleft()
+            yield s, *res.get()
+
+
+def _refuse_more_input(out: str, tokenized: Generator[Any, None, None]) -> None:
+    """An earlier encode into `out` finished: inputs that go on past its end are not the same inputs."""
+    try:
+        more = next(tokenized, None) is not None
+    finally:
+        tokenized.close()  # stops its reader threads or worker pool now
+    if more:
+        raise DataError(f"{out} holds a finished encode that ends before these inputs do; pass --force")
+
+
+def _write_shards(
+    writer: _Writer,
+    tokenized: Iterator[tuple[int, list[np.ndarray], int]],
+    done: list[_ShardState],
+    report: Callable[[int, int], None],
+) -> None:
+    """Every batch into its shard, each shard committed as the stream moves past it, the last one as final;
+    `report(documents, tokens)` after each batch. On any error the open shard is abandoned, not committed."""
+    documents, tokens = sum(s.documents for s in done), sum(s.doc_tokens for s in done)
+    try:
+        for shard, docs, nbytes in tokenized:
+            if shard != writer.index:
+                if writer.shard is not None:
+                    writer.commit(final=False)
+                writer.open(shard)
+            writer.add(docs, nbytes)
+            documents += len(docs)
+            tokens += sum(len(d) for d in docs)
+            report(documents, tokens)
+        if writer.shard is not None:
+            writer.commit(final=True)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _card(
+    shards: list[_ShardState],
+    stats: CorpusStats,
+    tok: Tokenizer,
+    tok_fingerprint: str,
+    input_files: int,
+    *,
+    mode: str,
+    name: str,
+    chunk_size: int,
+    separator: list[int],
+    minimum_size: int,
+    files_per: int,
+) -> DatasetCard:
+    """The dataset card of a finished encode, summed over its shards."""
     doc_tokens = sum(s.doc_tokens for s in shards)
     nonempty = [s for s in shards if s.records]
-    card = DatasetCard(
+    return DatasetCard(
         name=name,
         mode=mode,
         tokenizer=TOKENIZER_FILE,
         tokenizer_fingerprint=tok_fingerprint,
-        vocab_size=vocab,
+        vocab_size=tok.get_vocab_size(),
         eos_id=eos_id(tok),
         pad_id=pad_id(tok),
-        separator=sep,
+        separator=separator,
         chunk_size=chunk_size if mode == "chunks" else None,
         minimum_size=minimum_size,
         files_per=files_per,
-        input_files=len(files),
+        input_files=input_files,
         skipped_files=len(stats.skipped),
         skipped=[{"path": s.path, "reason": s.reason} for s in stats.skipped],
         documents=sum(s.documents for s in shards),
@@ -445,5 +499,3 @@ def encode_dataset(
         max_record_tokens=max((s.max_len for s in nonempty), default=0),
         shards=[ShardInfo(s.file, s.records, s.tokens, s.documents, s.bytes) for s in shards],
     )
-    write_card(out, card)
-    return card

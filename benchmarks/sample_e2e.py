@@ -4,8 +4,9 @@ A neo_125M-shaped model with random weights is written once as a Hugging Face GP
 byte-level BPE tokenizer trained on the embedded corpus) and converted with `neo convert from-hf`. Then, alternating
 the two in each round: the time to the first new token (`--max-new-tokens 1`) and to 256 new tokens, greedy, batch 1,
 the end of the text not stopped at EOS, each a fresh process, the wall time from launch to exit. neo's persistent
-compilation cache is warmed by one untimed run first (what a user has after the first `neo sample`). Both decode
-the same prompt to the same number of tokens (checked).
+compilation cache and its decoding-layout cache (`neo.infer.decoding_cache`) are warmed by one untimed run first:
+what a user has after the first `neo sample` of a checkpoint. Both decode the same prompt to the same number of
+tokens (checked).
 
     python benchmarks/sample_e2e.py [--rounds 3] [--new 256] [--workdir DIR]
 """

@@ -156,8 +156,6 @@ def _train(cfg: NeoConfig, run_dir: str, session: Session, hooks: Hooks) -> Trai
     profiler = StepProfiler(run_dir, tcfg.profile_steps)
     writer.truncate_after(start_step)
     tokens_per_step = tcfg.batch_size * cfg.model.n_ctx
-    fpt = flops_per_token(cfg.model, session.n_params)
-    peak = session.peak_flops
     result = TrainResult(run_dir=run_dir, start_step=start_step, final_step=start_step)
     hooks.on_start(
         {
@@ -169,16 +167,26 @@ def _train(cfg: NeoConfig, run_dir: str, session: Session, hooks: Hooks) -> Trai
             "tokens_per_step": tokens_per_step,
         }
     )
-    eval_every = tcfg.eval_every or tcfg.checkpoint_every
-    if start_step == 0 and tcfg.eval_steps:
+
+    def evaluate_and_log(step: int) -> None:
         row = evaluate(session, state["params"])
         if row:
-            result.eval_losses.append((0, row["eval_loss"]))
-            writer.write({"step": 0, **row})
-            hooks.on_eval({"step": 0, **row})
+            result.eval_losses.append((step, row["eval_loss"]))
+            writer.write({"step": step, **row})
+            hooks.on_eval({"step": step, **row})
+
+    def save(step: int) -> None:
+        writer.flush()  # an object-store run dir then holds every row up to this checkpoint
+        ckpts.save(step, state, {"seed": tcfg.seed})
+        hooks.on_checkpoint({"step": step})
+
+    eval_every = tcfg.eval_every or tcfg.checkpoint_every
+    if start_step == 0 and tcfg.eval_steps:
+        evaluate_and_log(0)
 
     step = start_step
-    meter = _Meter(tokens_per_step, fpt, peak * session.mesh.devices.size if peak else 0.0)
+    peak = session.peak_flops * session.mesh.devices.size if session.peak_flops else 0.0
+    meter = _Meter(tokens_per_step, flops_per_token(cfg.model, session.n_params), peak)
     pending: list[tuple[int, dict[str, Any]]] = []  # dispatched steps whose metrics nobody has read yet
 
     def drain() -> None:
@@ -201,8 +209,7 @@ def _train(cfg: NeoConfig, run_dir: str, session: Session, hooks: Hooks) -> Trai
                 except DataError:  # a damaged shard met mid-run: keep what was trained, then stop in one line
                     if step > saved:
                         drain()
-                        ckpts.save(step, state, {"seed": tcfg.seed})
-                        hooks.on_checkpoint({"step": step})
+                        save(step)
                     raise
                 profiler.before(step + 1)
                 state, metrics = session.train_step(state, batch)
@@ -217,16 +224,10 @@ def _train(cfg: NeoConfig, run_dir: str, session: Session, hooks: Hooks) -> Trai
                 if save_now or eval_now or first or step % tcfg.log_every == 0:
                     drain()  # the loss must be known finite before anything is saved
                 if eval_now:
-                    row = evaluate(session, state["params"])
-                    if row:
-                        result.eval_losses.append((step, row["eval_loss"]))
-                        writer.write({"step": step, **row})
-                        hooks.on_eval({"step": step, **row})
+                    evaluate_and_log(step)
                 if save_now:
-                    writer.flush()  # an object-store run dir then holds every row up to this checkpoint
-                    ckpts.save(step, state, {"seed": tcfg.seed})
+                    save(step)
                     saved = step
-                    hooks.on_checkpoint({"step": step})
                     if tcfg.predict_steps and is_chief:
                         row = predict(cfg, run_dir, state["params"], step)
                         if row is not None:

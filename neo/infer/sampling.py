@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer
@@ -115,21 +116,45 @@ def _refuse_masked_lm(run_dir: str, cfg: ModelConfig) -> None:
 def _restore_one_device(run_dir: str, cfg: ModelConfig, decoding: bool) -> tuple[ModelConfig, Any]:
     """A run's latest parameters on the default device; with `decoding`, in the decoding layout, through the cache."""
     from neo.infer import decoding_cache
-    from neo.model.decode import decoding_config, for_decoding
-    from neo.train.checkpoint import checkpoint_identity, latest_step, on_one_device, restore_run_params
+    from neo.model.decode import for_decoding
+    from neo.train.checkpoint import latest_step, newest_local_step, on_one_device, restore_run_params
 
+    use_cache = decoding and decoding_cache.enabled()
+    # A local run's newest step comes from its directory names first, so that a hit never imports orbax. A file is
+    # only ever written for the step orbax itself chose (below), so a hit is that same committed checkpoint.
+    newest = newest_local_step(run_dir) if use_cache else None
+    if newest is not None and (found := _cached(run_dir, newest, cfg)) is not None:
+        return found
     step = latest_step(run_dir)
-    identity = checkpoint_identity(run_dir, step) if decoding and decoding_cache.enabled() else None
-    cached = None if identity is None else decoding_cache.cache_path(identity, decoding_config(cfg))
-    if cached is not None and (params := decoding_cache.read(cached)) is not None:
-        return decoding_config(cfg), params
+    if use_cache and step != newest and (found := _cached(run_dir, step, cfg)) is not None:  # an object store
+        return found
     params = restore_run_params(run_dir, on_one_device(cfg), step)[0]
     if not decoding:
         return cfg, params
     cfg, params = for_decoding(cfg, params)
-    if cached is not None:
-        decoding_cache.write(cached, params)
+    if use_cache and (path := _cache_path(run_dir, step, cfg)) is not None:
+        decoding_cache.write(path, params)
     return cfg, params
+
+
+def _cache_path(run_dir: str, step: int, cfg: ModelConfig) -> Path | None:
+    """Where the decoding cache keeps checkpoint `step` of `run_dir` laid out for `cfg`; None when it cannot say."""
+    from neo.infer import decoding_cache
+    from neo.model.decode import decoding_config
+    from neo.train.checkpoint import checkpoint_identity
+
+    identity = checkpoint_identity(run_dir, step)
+    return None if identity is None else decoding_cache.cache_path(identity, decoding_config(cfg))
+
+
+def _cached(run_dir: str, step: int, cfg: ModelConfig) -> tuple[ModelConfig, Any] | None:
+    """(decoding config, parameters) of checkpoint `step` from the decoding cache, or None."""
+    from neo.infer import decoding_cache
+    from neo.model.decode import decoding_config
+
+    path = _cache_path(run_dir, step, cfg)
+    params = None if path is None else decoding_cache.read(path)
+    return None if params is None else (decoding_config(cfg), params)
 
 
 def _restore_sharded(run_dir: str, cfg: ModelConfig, mesh: Any, rules: Any) -> Any:

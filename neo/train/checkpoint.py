@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import orbax.checkpoint as ocp
 
 from neo import storage
 from neo.errors import CheckpointError, StorageError
@@ -31,6 +30,8 @@ class Checkpoints:
     """Save and restore the train state of one run directory."""
 
     def __init__(self, run_dir: str | Path, keep: int = 3, async_save: bool = True, read_only: bool = False) -> None:
+        import orbax.checkpoint as ocp  # here, not at the top: a `neo sample` served from the decoding cache skips it
+
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             enable_async_checkpointing=async_save,
@@ -52,6 +53,8 @@ class Checkpoints:
 
     def save(self, step: int, state: dict[str, Any] | None, meta: dict[str, Any], params: Any = None) -> None:
         """Save `state` (params + optimizer), or `params` alone (a converted or exported model)."""
+        import orbax.checkpoint as ocp
+
         items: dict[str, Any] = {"meta": ocp.args.JsonSave({**meta, "step": step, "params_only": state is None})}
         items["params"] = ocp.args.StandardSave(state["params"] if state is not None else params)
         if state is not None:
@@ -59,15 +62,21 @@ class Checkpoints:
         self.manager.save(step, args=ocp.args.Composite(**items), force=True)
 
     def meta(self, step: int) -> dict[str, Any]:
+        import orbax.checkpoint as ocp
+
         return dict(self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
 
     def restore_params(self, step: int, abstract_params: Any) -> Any:
         """Parameters only, placed as `abstract_params` says (ShapeDtypeStructs with shardings)."""
+        import orbax.checkpoint as ocp
+
         restored = self.manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params)))
         return restored["params"]
 
     def restore_state(self, step: int, abstract_state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """The full train state in its shardings, and the checkpoint's metadata."""
+        import orbax.checkpoint as ocp
+
         meta = self.meta(step)
         if meta.get("params_only"):
             raise CheckpointError("params-only checkpoint")  # callers fall back to fresh optimizer state
@@ -121,6 +130,19 @@ def latest_step(run_dir: str | os.PathLike[str]) -> int:
     if step is None:
         raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first (neo train --run-dir {run_dir})")
     return step
+
+
+def newest_local_step(run_dir: str | os.PathLike[str]) -> int | None:
+    """The newest step of a local run read from its directory names, without orbax: a step's directory gets its bare
+    number only when orbax renames it complete (see above). None for an object-store run (orbax marks completion
+    there differently) or a run without checkpoints."""
+    if storage.is_remote(run_dir):
+        return None
+    try:
+        steps = [int(name) for name in os.listdir(checkpoint_dir(run_dir)) if name.isdigit()]
+    except OSError:
+        return None
+    return max(steps, default=None)
 
 
 def checkpoint_identity(run_dir: str | os.PathLike[str], step: int) -> str | None:

@@ -56,7 +56,7 @@ def test_the_second_load_reads_the_file_and_decodes_the_same(
     def no_restore(*args: object, **kwargs: object) -> None:
         raise AssertionError("restored although the decoding cache has this checkpoint")
 
-    monkeypatch.setattr("neo.train.checkpoint.restore_run_params", no_restore)
+    monkeypatch.setattr("neo.train.checkpoint.Checkpoints", no_restore)  # nor asks orbax for the latest step
     second = load_for_sampling(run, decoding=True)
     assert first.model == second.model == expected_cfg
     assert _equal(first.params, expected) and _equal(second.params, expected)
@@ -98,3 +98,13 @@ def test_only_the_newest_files_are_kept(cache_dir: Path) -> None:
     decoding_cache.write(paths[-1], params)  # prunes
     assert sorted(cache_dir.glob("*.safetensors")) == sorted(paths[-decoding_cache.KEEP :])
     assert _equal(decoding_cache.read(paths[-1]), params)
+
+
+def test_a_newer_step_is_restored_not_served_from_the_older_steps_file(tmp_path: Path, cache_dir: Path) -> None:
+    run = _run(tmp_path / "run", seed=0)
+    load_for_sampling(run, decoding=True)
+    (step,) = [p for p in (run / "checkpoints").iterdir() if p.name.isdigit()]
+    shutil.copytree(step, run / "checkpoints" / str(int(step.name) + 7))  # a later committed step
+    (run / "checkpoints" / f"{int(step.name) + 9}.orbax-checkpoint-tmp-1").mkdir()  # and an unfinished one
+    load_for_sampling(run, decoding=True)
+    assert len(list(cache_dir.glob("*.safetensors"))) == 2

@@ -42,6 +42,7 @@ def _equal(a, b) -> bool:
 @pytest.fixture
 def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("NEO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("NEO_DECODING_CACHE", "1")  # tests/conftest.py turns it off for every other test
     return tmp_path / "cache" / "decoding"
 
 

@@ -1,19 +1,21 @@
 """Pure conversions between Hugging Face GPT-Neo (config dict + tensors) and neo (ModelConfig + params).
 
 Reading and writing files (config.json, model.safetensors) belongs to the caller; this module only maps names and
-layouts. HF Linear weights are [out, in]; neo kernels are [in, out] with heads split out: q/k/v [embd, heads, kv],
-o [heads, kv, embd]. HF's legacy `attn.attention.bias` / `masked_bias` buffers are skipped on input.
+layouts. The tensor mapping is the `HF` table (`neo.model.keymap`): HF Linear weights are [out, in]; neo kernels are
+[in, out] with heads split out. HF's legacy `attn.attention.bias` / `masked_bias` buffers are skipped on input.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
 from neo.errors import ConfigError
 from neo.model.config import ModelConfig
-from neo.model.params import Params, layer_params, stack_layer_params
+from neo.model.keymap import LINEAR, LINEAR_FROM_HEADS, LINEAR_TO_HEADS, Format, Key
+from neo.model.params import Params
 
 HF_TO_NEO_ACT = {
     "gelu_new": "gelu",
@@ -30,6 +32,34 @@ HF_TO_NEO_ACT = {
 }
 NEO_TO_HF_ACT = {"gelu": "gelu_new", "gelu_exact": "gelu", "relu": "relu", "relu6": "relu6", "silu": "silu"}
 NEO_TO_HF_ACT |= {"swish": "silu", "mish": "mish", "sigmoid": "sigmoid", "tanh": "tanh"}
+
+# HF's tensor names without the "transformer." prefix that GPTNeoForCausalLM adds to all but lm_head.
+HF = Format(
+    model=(
+        Key("wte", "wte.weight"),
+        Key("pos/wpe", "wpe.weight"),
+        Key("ln_f/scale", "ln_f.weight"),
+        Key("ln_f/bias", "ln_f.bias"),
+    ),
+    attention=(
+        Key("ln_1/scale", "h.{i}.ln_1.weight"),
+        Key("ln_1/bias", "h.{i}.ln_1.bias"),
+        Key("attn/q", "h.{i}.attn.attention.q_proj.weight", LINEAR_TO_HEADS),
+        Key("attn/k", "h.{i}.attn.attention.k_proj.weight", LINEAR_TO_HEADS),
+        Key("attn/v", "h.{i}.attn.attention.v_proj.weight", LINEAR_TO_HEADS),
+        Key("attn/o", "h.{i}.attn.attention.out_proj.weight", LINEAR_FROM_HEADS),
+        Key("attn/o_bias", "h.{i}.attn.attention.out_proj.bias"),
+    ),
+    mlp=(
+        Key("ln_2/scale", "h.{i}.ln_2.weight"),
+        Key("ln_2/bias", "h.{i}.ln_2.bias"),
+        Key("mlp/c_fc", "h.{i}.mlp.c_fc.weight", LINEAR),
+        Key("mlp/c_fc_bias", "h.{i}.mlp.c_fc.bias"),
+        Key("mlp/c_proj", "h.{i}.mlp.c_proj.weight", LINEAR),
+        Key("mlp/c_proj_bias", "h.{i}.mlp.c_proj.bias"),
+    ),
+)
+HF_UNTIED = dataclasses.replace(HF, model=(*HF.model, Key("lm_head", "lm_head.weight", LINEAR)))
 
 
 def config_from_hf(hf: dict[str, Any], **overrides: Any) -> ModelConfig:
@@ -111,66 +141,25 @@ def _compact_types(types: list[str]) -> list[Any]:
 def from_hf(hf_config: dict[str, Any], state: dict[str, np.ndarray], **overrides: Any) -> tuple[ModelConfig, Params]:
     """HF GPT-Neo config + state dict (numpy) -> neo config + plain params (scanned unless overridden)."""
     cfg = config_from_hf(hf_config, **overrides)
-    state = {k.removeprefix("transformer."): np.asarray(v, np.float32) for k, v in state.items()}
-    h, hd, d = cfg.n_head, cfg.head_dim, cfg.n_embd
+    state = {k.removeprefix("transformer."): v for k, v in state.items()}
 
     def take(name: str) -> np.ndarray:
         if name not in state:
             raise ConfigError(f"the HF checkpoint has no tensor '{name}'; is it a GPT-Neo model?")
         return state[name]
 
-    layers = []
-    for i in range(cfg.n_layer):
-        p = f"h.{i}."
-        a = p + "attn.attention."
-        block: Params = {
-            "ln_1": {"scale": take(p + "ln_1.weight"), "bias": take(p + "ln_1.bias")},
-            "ln_2": {"scale": take(p + "ln_2.weight"), "bias": take(p + "ln_2.bias")},
-            "mlp": {
-                "c_fc": take(p + "mlp.c_fc.weight").T,
-                "c_fc_bias": take(p + "mlp.c_fc.bias"),
-                "c_proj": take(p + "mlp.c_proj.weight").T,
-                "c_proj_bias": take(p + "mlp.c_proj.bias"),
-            },
-        }
-        block["attn"] = {n: take(a + f"{n}_proj.weight").T.reshape(d, h, hd) for n in ("q", "k", "v")}
-        block["attn"]["o"] = take(a + "out_proj.weight").T.reshape(h, hd, d)
-        block["attn"]["o_bias"] = take(a + "out_proj.bias")
-        layers.append(block)
-    params: Params = {
-        "wte": take("wte.weight"),
-        "pos": {"wpe": take("wpe.weight")},
-        "ln_f": {"scale": take("ln_f.weight"), "bias": take("ln_f.bias")},
-        **stack_layer_params(cfg, layers),
-    }
-    if cfg.no_weight_tie:
-        params["lm_head"] = take("lm_head.weight").T
-    return cfg, params
+    return cfg, _format(cfg).read(cfg, take)
 
 
 def to_hf(cfg: ModelConfig, params: Params) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """neo config + params -> HF GPT-Neo config dict + state dict (float32 numpy, contiguous, safetensors-ready)."""
     hf_config = config_to_hf(cfg)
-    d = cfg.n_embd
-    state: dict[str, np.ndarray] = {
-        "transformer.wte.weight": params["wte"],
-        "transformer.wpe.weight": params["pos"]["wpe"],
-        "transformer.ln_f.weight": params["ln_f"]["scale"],
-        "transformer.ln_f.bias": params["ln_f"]["bias"],
-    }
-    for i, block in enumerate(layer_params(cfg, params)):
-        p = f"transformer.h.{i}."
-        state[p + "ln_1.weight"], state[p + "ln_1.bias"] = block["ln_1"]["scale"], block["ln_1"]["bias"]
-        state[p + "ln_2.weight"], state[p + "ln_2.bias"] = block["ln_2"]["scale"], block["ln_2"]["bias"]
-        state[p + "mlp.c_fc.weight"] = np.asarray(block["mlp"]["c_fc"]).T
-        state[p + "mlp.c_fc.bias"] = block["mlp"]["c_fc_bias"]
-        state[p + "mlp.c_proj.weight"] = np.asarray(block["mlp"]["c_proj"]).T
-        state[p + "mlp.c_proj.bias"] = block["mlp"]["c_proj_bias"]
-        if "attn" in block:
-            a = p + "attn.attention."
-            for n in ("q", "k", "v"):
-                state[a + f"{n}_proj.weight"] = np.asarray(block["attn"][n]).reshape(d, d).T
-            state[a + "out_proj.weight"] = np.asarray(block["attn"]["o"]).reshape(d, d).T
-            state[a + "out_proj.bias"] = block["attn"]["o_bias"]
-    state["lm_head.weight"] = np.asarray(params["lm_head"]).T if cfg.no_weight_tie else params["wte"]
-    return hf_config, {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in state.items()}
+    ours = _format(cfg).write(cfg, params)
+    state = {(k if k == "lm_head.weight" else f"transformer.{k}"): v for k, v in ours.items()}
+    if not cfg.no_weight_tie:
+        state["lm_head.weight"] = state["transformer.wte.weight"]
+    return hf_config, state
+
+
+def _format(cfg: ModelConfig) -> Format:
+    return HF_UNTIED if cfg.no_weight_tie else HF

@@ -1,8 +1,6 @@
 """Read an original GPT-Neo mesh-tensorflow checkpoint (and its JSON config) into neo.
 
-Variables: gpt2/wte, gpt2/wpe, gpt2/h{i}/norm_{1,2}/{g,b}, gpt2/h{i}/attn/{q,k,v,o},
-gpt2/h{i}/attn/compute_output_bias/o_b, gpt2/h{i}/mlp/conv1d_main/c_{fc,proj}/{kernel,bias}, gpt2/ln_f/{g,b}.
-mtf stores kernels [in, out] with heads folded into one axis (heads-major); Adam slots and global_step are ignored.
+The variables it reads are the `MTF` table below (`neo.model.keymap`); Adam slots and global_step are ignored.
 """
 
 from __future__ import annotations
@@ -14,8 +12,30 @@ import numpy as np
 
 from neo.errors import CheckpointError, ConfigError
 from neo.model.config import ModelConfig
-from neo.model.params import Params, stack_layer_params
+from neo.model.keymap import MATRIX_IN, MATRIX_OUT, SPLIT_HEADS_IN, SPLIT_HEADS_OUT, Format, Key
+from neo.model.params import Params
 
+# Variable names under the "gpt2/" scope; kernels come as [in, out] with heads folded into one axis.
+MTF = Format(
+    model=(Key("wte", "wte"), Key("pos/wpe", "wpe"), Key("ln_f/scale", "ln_f/g"), Key("ln_f/bias", "ln_f/b")),
+    attention=(
+        Key("ln_1/scale", "h{i}/norm_1/g"),
+        Key("ln_1/bias", "h{i}/norm_1/b"),
+        Key("attn/q", "h{i}/attn/q", SPLIT_HEADS_IN),
+        Key("attn/k", "h{i}/attn/k", SPLIT_HEADS_IN),
+        Key("attn/v", "h{i}/attn/v", SPLIT_HEADS_IN),
+        Key("attn/o", "h{i}/attn/o", SPLIT_HEADS_OUT),
+        Key("attn/o_bias", "h{i}/attn/compute_output_bias/o_b"),
+    ),
+    mlp=(
+        Key("ln_2/scale", "h{i}/norm_2/g"),
+        Key("ln_2/bias", "h{i}/norm_2/b"),
+        Key("mlp/c_fc", "h{i}/mlp/conv1d_main/c_fc/kernel", MATRIX_IN),
+        Key("mlp/c_fc_bias", "h{i}/mlp/conv1d_main/c_fc/bias"),
+        Key("mlp/c_proj", "h{i}/mlp/conv1d_main/c_proj/kernel", MATRIX_OUT),
+        Key("mlp/c_proj_bias", "h{i}/mlp/conv1d_main/c_proj/bias"),
+    ),
+)
 RENAMED = {"local_attention_radius": "window_size"}  # original keys whose neo name differs
 
 
@@ -46,7 +66,6 @@ def from_mtf(ckpt_prefix: str, original_config: dict[str, Any], **overrides: Any
         raise ConfigError("from-mtf reads plain GPT-Neo checkpoints only; this config uses options it cannot map yet")
     reader = _reader(ckpt_prefix)
     names = set(reader.get_variable_to_shape_map())
-    d, h, hd = cfg.n_embd, cfg.n_head, cfg.head_dim
 
     def take(name: str) -> np.ndarray:
         full = f"gpt2/{name}"
@@ -54,30 +73,6 @@ def from_mtf(ckpt_prefix: str, original_config: dict[str, Any], **overrides: Any
             raise CheckpointError(
                 f"the checkpoint has no variable '{full}'; is it a GPT-Neo checkpoint of this config?"
             )
-        return np.asarray(reader.get_tensor(full), np.float32)
+        return reader.get_tensor(full)
 
-    layers = []
-    for i, kind in enumerate(cfg.layer_types()):
-        p = f"h{i}/"
-        block: Params = {
-            "ln_2": {"scale": take(p + "norm_2/g"), "bias": take(p + "norm_2/b")},
-            "mlp": {
-                "c_fc": take(p + "mlp/conv1d_main/c_fc/kernel").reshape(d, -1),
-                "c_fc_bias": take(p + "mlp/conv1d_main/c_fc/bias"),
-                "c_proj": take(p + "mlp/conv1d_main/c_proj/kernel").reshape(-1, d),
-                "c_proj_bias": take(p + "mlp/conv1d_main/c_proj/bias"),
-            },
-        }
-        if kind != "none":
-            block["ln_1"] = {"scale": take(p + "norm_1/g"), "bias": take(p + "norm_1/b")}
-            block["attn"] = {n: take(p + f"attn/{n}").reshape(d, h, hd) for n in ("q", "k", "v")}
-            block["attn"]["o"] = take(p + "attn/o").reshape(h, hd, d)
-            block["attn"]["o_bias"] = take(p + "attn/compute_output_bias/o_b")
-        layers.append(block)
-    params: Params = {
-        "wte": take("wte"),
-        "pos": {"wpe": take("wpe")},
-        "ln_f": {"scale": take("ln_f/g"), "bias": take("ln_f/b")},
-        **stack_layer_params(cfg, layers),
-    }
-    return cfg, params
+    return cfg, MTF.read(cfg, take)

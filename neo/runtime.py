@@ -1,4 +1,8 @@
-"""Process-level tuning that must be in place before Python starts: transparent huge pages for malloc.
+"""Process-level set-up that must be in place before Python or JAX starts: transparent huge pages for malloc, the
+persistent compilation cache, and libtpu loaded as a compiler only on machines without TPUs. Nothing here imports
+JAX: commands that never touch it (data, tokenizer) must not pay its 0.5 s import.
+
+Huge pages:
 
 XLA CPU allocates a step's large buffers (activations, logits, gradients: ~440 MB for the benchmark model) fresh
 every step. glibc serves them with new mmaps, and the kernel faults them in 4 KiB at a time: ~114k page faults per
@@ -52,3 +56,51 @@ def reexec_with_huge_pages() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+def persistent_compilation_cache() -> None:
+    """Compiled XLA programs are kept on disk (under `cache_dir()`, which NEO_CACHE_DIR moves), so a repeated
+    `neo sample`/`neo train` skips recompilation. Set through JAX's environment, which it reads when imported."""
+    from neo.storage import cache_dir
+
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir() / "xla")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+    if "jax" in sys.modules:  # imported already (the CLI run in-process, as tests do): too late for the environment
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def prepare_tpu_aot() -> None:
+    """Before JAX starts: where libtpu is installed (for ahead-of-time TPU compiles) but no TPU chip is attached,
+    keep it quiet and shareable. Asks JAX's own PCI probe, loaded from its file so the JAX package is not imported."""
+    import importlib.util
+
+    if importlib.util.find_spec("libtpu") is None:
+        return
+    try:
+        spec = importlib.util.find_spec("jax")
+        assert spec is not None and spec.submodule_search_locations
+        probe_file = Path(next(iter(spec.submodule_search_locations))) / "_src" / "hardware_utils.py"
+        probe_spec = importlib.util.spec_from_file_location("neo_tpu_probe", probe_file)
+        assert probe_spec is not None and probe_spec.loader is not None
+        probe = importlib.util.module_from_spec(probe_spec)
+        probe_spec.loader.exec_module(probe)
+        chips, _ = probe.num_available_tpu_chips_and_device_id()
+    except Exception:  # a JAX without the probe: leave libtpu's defaults alone
+        return
+    if chips == 0:
+        quiet_libtpu_off_tpu()
+
+
+def quiet_libtpu_off_tpu() -> None:
+    """Let libtpu load as a compile-only library on a machine without TPUs.
+
+    Without these, libtpu guesses the host's TPU type from cloud metadata and prints warnings, and it takes an
+    exclusive /tmp lockfile, so a second process (another search, a test worker) could not load it at all.
+    """
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # no TPU is driven, so sharing the library is safe
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v3-8")  # only silences host detection; the topology decides
+    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")

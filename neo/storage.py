@@ -386,3 +386,9 @@ def local_file(path: PathLike) -> Iterator[str]:
         local = os.path.join(tmp, basename(path))
         copy(path, local)
         yield local
+
+
+def cache_dir() -> Path:
+    """Where neo keeps what it can rebuild (compiled programs, layout-search reports, decoding layouts): a local
+    directory, `$NEO_CACHE_DIR` or ~/.cache/neo."""
+    return Path(os.environ.get("NEO_CACHE_DIR") or Path.home() / ".cache" / "neo")

@@ -48,3 +48,31 @@ def test_reexec_runs_the_command_once_with_the_tunable() -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     expected = runtime.TUNABLE if runtime.huge_pages_available() else None
     assert out.splitlines() == [f"ran {expected}"]
+
+
+def test_the_cli_starts_without_jax_and_sets_its_cache_for_when_it_loads(tmp_path) -> None:
+    """`neo data`/`neo tokenizer` never pay JAX's import; the compilation cache is JAX's environment default."""
+    code = (
+        "import os, sys; import neo.cli.app; print('jax' in sys.modules); "
+        "import jax; print(jax.config.jax_compilation_cache_dir)"
+    )
+    env = {**os.environ, "NEO_CACHE_DIR": str(tmp_path)}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["False", str(tmp_path / "xla")]
+
+
+@pytest.mark.parametrize(
+    ("argv", "reexecuted"),
+    [(["neo", "data", "encode"], False), (["neo", "tokenizer"], False), (["neo", "train"], True), (["neo"], True)],
+)
+def test_only_commands_that_run_xla_reexecute(monkeypatch: pytest.MonkeyPatch, argv: list, reexecuted: bool) -> None:
+    import neo.cli.app
+    from neo.cli import entry
+
+    calls: list[str] = []
+    monkeypatch.setattr(runtime, "reexec_with_huge_pages", lambda: calls.append("reexec"))
+    monkeypatch.setattr(neo.cli.app, "main", lambda: calls.append("cli"))
+    monkeypatch.setattr(sys, "argv", argv)
+    entry.main()
+    assert calls == (["reexec", "cli"] if reexecuted else ["cli"])

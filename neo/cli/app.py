@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from neo.errors import NeoError, storage_full
+from neo.runtime import persistent_compilation_cache, prepare_tpu_aot
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow is only our TFRecord reader: keep it quiet
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -46,20 +47,8 @@ def _quiet_libraries() -> None:
 _quiet_libraries()
 
 
-def _persistent_compilation_cache() -> None:
-    """Compiled XLA programs are kept on disk, so a repeated `neo sample`/`neo train` skips recompilation."""
-    from neo.parallel.targets import prepare_tpu_aot
-
-    prepare_tpu_aot()  # where libtpu is installed for ahead-of-time TPU compiles but no TPU is present: keep it quiet
-    import jax
-
-    from neo.parallel.flops import cache_dir
-
-    jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
-
-_persistent_compilation_cache()
+persistent_compilation_cache()
+prepare_tpu_aot()
 
 err_console = Console(stderr=True)
 app = typer.Typer(
@@ -87,13 +76,7 @@ def _register() -> None:
         "convert",
         "serve",
     ):
-        try:
-            module = importlib.import_module(f"neo.cli.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"neo.cli.{module_name}":
-                continue  # a command group that is not built yet is absent, never a stub
-            raise
-        module.register(app)
+        importlib.import_module(f"neo.cli.{module_name}").register(app)
 
 
 _register()

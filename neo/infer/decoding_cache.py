@@ -36,7 +36,7 @@ def enabled() -> bool:
 
 def cache_path(identity: str, decoding_config: Any) -> Path:
     """Where the decoding layout of the checkpoint `identity` (see `neo.train.checkpoint.checkpoint_identity`) lives."""
-    from neo.parallel.flops import cache_dir
+    from neo.storage import cache_dir
 
     key = hashlib.sha256("\n".join((FORMAT, identity, repr(decoding_config))).encode()).hexdigest()[:32]
     return cache_dir() / "decoding" / f"{key}.safetensors"

@@ -11,9 +11,9 @@ import os
 import platform
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from neo import storage
 from neo.parallel.config import MeshConfig
 
 # device_kind substring (lower case) -> peak dense bf16 FLOP/s per JAX device. v2/v3 devices are TensorCores
@@ -57,10 +57,6 @@ BANDWIDTH: tuple[tuple[str, float, float], ...] = (
 CPU_BANDWIDTH = (20e9, 10e9)
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("NEO_CACHE_DIR") or Path.home() / ".cache" / "neo")
-
-
 def _table_lookup(device_kind: str) -> float | None:
     kind = device_kind.lower()
     for key, flops in PEAK_FLOPS:
@@ -88,7 +84,7 @@ def measure_cpu_flops(size: int = 1024, repeats: int = 5) -> float:
 
 def cpu_machine_flops() -> float:
     """The measured CPU rate, from the cache when this machine was measured before."""
-    path = cache_dir() / "cpu_flops.json"
+    path = storage.cache_dir() / "cpu_flops.json"
     key = f"{platform.node()}|{platform.processor() or platform.machine()}|{os.cpu_count()}"
     try:
         cached = json.loads(path.read_text())

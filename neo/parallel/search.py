@@ -23,10 +23,10 @@ import jax
 from neo.errors import LayoutError
 from neo.parallel.compiled import CompileReport, compile_report, compiler_oom, estimate_step_time
 from neo.parallel.config import MeshConfig
-from neo.parallel.flops import cache_dir
 from neo.parallel.layout import Rules, axis_ways, layout_rules, parse_layout
 from neo.parallel.shape import format_mesh_shape, resolve_mesh_shape
 from neo.parallel.targets import libtpu_version, target_devices
+from neo.storage import cache_dir
 
 AXIS_NAMES = ("x", "y", "z", "w")
 # What a mesh axis can be used for, as the logical names it splits. "fsdp" shards parameters along embd while the

@@ -11,6 +11,7 @@ import jax
 
 from neo.errors import LayoutError
 from neo.parallel.config import MeshConfig
+from neo.runtime import quiet_libtpu_off_tpu
 
 
 def request_cpu_devices(n: int) -> None:
@@ -44,32 +45,6 @@ def uses_tpu_aot(cfg: MeshConfig) -> bool:
     return cfg.platform == "tpu" and bool(cfg.topology) and libtpu_version() is not None
 
 
-def _quiet_libtpu_off_tpu() -> None:
-    """Let libtpu load as a compile-only library on a machine without TPUs.
-
-    Without these, libtpu guesses the host's TPU type from cloud metadata and prints warnings, and it takes an
-    exclusive /tmp lockfile, so a second process (another search, a test worker) could not load it at all.
-    """
-    import os
-
-    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # no TPU is driven, so sharing the library is safe
-    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
-    os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v3-8")  # only silences host detection; the topology decides
-    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
-
-
-def prepare_tpu_aot() -> None:
-    """Before JAX starts: on a machine without TPU chips, keep libtpu quiet and shareable (see above)."""
-    try:
-        from jax._src import hardware_utils  # JAX's own PCI probe for TPU chips
-
-        chips, _ = hardware_utils.num_available_tpu_chips_and_device_id()
-    except Exception:  # a JAX without the probe: leave libtpu's defaults alone
-        return
-    if chips == 0:
-        _quiet_libtpu_off_tpu()
-
-
 def target_devices(cfg: MeshConfig) -> tuple[list[Any], bool]:
     """Devices to compile for, and whether the compiler is the target's own (exact) rather than a CPU stand-in.
 
@@ -84,7 +59,7 @@ def target_devices(cfg: MeshConfig) -> tuple[list[Any], bool]:
         from jax.experimental import topologies
 
         if present[0].platform != "tpu":
-            _quiet_libtpu_off_tpu()
+            quiet_libtpu_off_tpu()
             # programs compiled for absent TPUs cannot be read back from JAX's persistent cache (only written, with
             # a warning on the next run); the search keeps its own cache of compile reports instead
             jax.config.update("jax_enable_compilation_cache", False)

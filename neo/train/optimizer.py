@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import optax
 
-from neo.train.config import OptimizerConfig
+from neo.config import OptimizerConfig
 
 # Parameter leaves that never get weight decay: biases and normalisation gains (GPT-Neo excluded "norm" and "bias").
 _NO_DECAY_LEAVES = {"bias", "b", "scale", "g", "gain"}

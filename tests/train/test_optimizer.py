@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neo.train.config import OptimizerConfig
+from neo.config import OptimizerConfig
 from neo.train.optimizer import build_optimizer, decay_mask, learning_rate_schedule
 
 

@@ -8,10 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from neo.config import OptimizerConfig
 from neo.model.config import ModelConfig
 from neo.model.params import init_params
 from neo.model.transformer import GPTNeo
-from neo.train.config import OptimizerConfig
 from neo.train.optimizer import build_optimizer
 from neo.train.step import loss_fn
 

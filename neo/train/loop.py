@@ -15,7 +15,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,112 +138,137 @@ def train(cfg: NeoConfig, run_dir: str | Path, hooks: Hooks | None = None) -> Tr
 
 
 def _train(cfg: NeoConfig, run_dir: str, session: Session, hooks: Hooks) -> TrainResult:
-    is_chief = jax.process_index() == 0
-    if is_chief:
-        prepare_run_dir(cfg, run_dir)
-    if is_chief and session.card is not None:
-        copy_tokenizer(storage.join(cfg.data.dir, session.card.tokenizer), run_dir)
-    tcfg = cfg.train
-    ckpts = Checkpoints(run_dir, keep=tcfg.keep_checkpoints, async_save=tcfg.async_checkpointing)
-    state, start_step = session.initial_state(ckpts, hooks.on_warning)
-    writer = MetricsWriter(
-        run_dir,
-        enabled=is_chief,
-        trackers=tcfg.trackers,
-        wandb_project=tcfg.wandb_project,
-        config=dataclasses.asdict(cfg),
-    )
-    profiler = StepProfiler(run_dir, tcfg.profile_steps)
-    writer.truncate_after(start_step)
-    tokens_per_step = tcfg.batch_size * cfg.model.n_ctx
-    result = TrainResult(run_dir=run_dir, start_step=start_step, final_step=start_step)
-    hooks.on_start(
-        {
-            "start_step": start_step,
-            "steps": tcfg.steps,
-            "n_params": session.n_params,
-            "devices": session.mesh.devices.size,
-            "mesh": dict(session.mesh.shape),
-            "tokens_per_step": tokens_per_step,
-        }
-    )
-
-    def evaluate_and_log(step: int) -> None:
-        row = evaluate(session, state["params"])
-        if row:
-            result.eval_losses.append((step, row["eval_loss"]))
-            writer.write({"step": step, **row})
-            hooks.on_eval({"step": step, **row})
-
-    def save(step: int) -> None:
-        writer.flush()  # an object-store run dir then holds every row up to this checkpoint
-        ckpts.save(step, state, {"seed": tcfg.seed})
-        hooks.on_checkpoint({"step": step})
-
-    eval_every = tcfg.eval_every or tcfg.checkpoint_every
-    if start_step == 0 and tcfg.eval_steps:
-        evaluate_and_log(0)
-
-    step = start_step
-    peak = session.peak_flops * session.mesh.devices.size if session.peak_flops else 0.0
-    meter = _Meter(tokens_per_step, flops_per_token(cfg.model, session.n_params), peak)
-    pending: list[tuple[int, dict[str, Any]]] = []  # dispatched steps whose metrics nobody has read yet
-
-    def drain() -> None:
-        """Read the pending steps' metrics (the loop's one device-to-host sync), check the loss, log, report."""
-        rows = meter.rows(pending)
-        pending.clear()
-        for row in rows:
-            result.losses.append((row["step"], row["loss"]))
-            if row["step"] % tcfg.log_every == 0 or row["step"] == tcfg.steps:
-                writer.write(row)
-        if rows:
-            hooks.on_step(rows[-1])
-
-    with _StopFlag() as stop, Prefetch(session.train_batches(start_step), session.global_batch) as batches:
+    run = _Run(cfg, run_dir, session, hooks)
+    with _StopFlag() as stop, Prefetch(session.train_batches(run.step), session.global_batch) as batches:
         try:
-            saved = start_step
-            while step < tcfg.steps:
-                try:
-                    batch = next(batches)
-                except DataError:  # a damaged shard met mid-run: keep what was trained, then stop in one line
-                    if step > saved:
-                        drain()
-                        save(step)
-                    raise
-                profiler.before(step + 1)
-                state, metrics = session.train_step(state, batch)
-                step += 1
-                profiler.after(step, metrics)
-                pending.append((step, metrics))
-                hooks.on_advance(step)
-                signalled = stop.signalled is not None  # read once: a signal arriving later waits for the next step
-                save_now = step % tcfg.checkpoint_every == 0 or step == tcfg.steps or signalled
-                eval_now = bool(tcfg.eval_steps) and (step % eval_every == 0 or step == tcfg.steps)
-                first = step == start_step + 1  # compiled just now: time the steps after it on their own
-                if save_now or eval_now or first or step % tcfg.log_every == 0:
-                    drain()  # the loss must be known finite before anything is saved
-                if eval_now:
-                    evaluate_and_log(step)
-                if save_now:
-                    save(step)
-                    saved = step
-                    if tcfg.predict_steps and is_chief:
-                        row = predict(cfg, run_dir, state["params"], step)
-                        if row is not None:
-                            hooks.on_predict(row)
-                if signalled:
-                    result.stopped_by_signal = stop.signalled
-                    break
-                if save_now or eval_now or first:
-                    meter.restart_clock()
-            drain()
+            run.loop(batches, stop)
         finally:
-            profiler.stop()
-            ckpts.close()
-            writer.close()
-    result.final_step = step
-    return result
+            run.close()
+    run.result.final_step = run.step
+    return run.result
+
+
+class _Run:
+    """One `train` call on a run directory: its state, checkpoints and metrics, and the steps of the loop."""
+
+    def __init__(self, cfg: NeoConfig, run_dir: str, session: Session, hooks: Hooks) -> None:
+        """Prepare the directory, restore or initialise the state, open the trackers, report the start, and
+        evaluate the untrained model once."""
+        self.cfg, self.tcfg, self.run_dir, self.session, self.hooks = cfg, cfg.train, run_dir, session, hooks
+        self.is_chief = jax.process_index() == 0
+        if self.is_chief:
+            prepare_run_dir(cfg, run_dir)
+            if session.card is not None:
+                copy_tokenizer(storage.join(cfg.data.dir, session.card.tokenizer), run_dir)
+        tcfg = self.tcfg
+        self.ckpts = Checkpoints(run_dir, keep=tcfg.keep_checkpoints, async_save=tcfg.async_checkpointing)
+        self.state, self.step = session.initial_state(self.ckpts, hooks.on_warning)
+        self.start_step = self.saved = self.step
+        self.writer = MetricsWriter(
+            run_dir,
+            enabled=self.is_chief,
+            trackers=tcfg.trackers,
+            wandb_project=tcfg.wandb_project,
+            config=dataclasses.asdict(cfg),
+        )
+        self.profiler = StepProfiler(run_dir, tcfg.profile_steps)
+        self.writer.truncate_after(self.step)
+        self.result = TrainResult(run_dir=run_dir, start_step=self.step, final_step=self.step)
+        tokens_per_step = tcfg.batch_size * cfg.model.n_ctx
+        peak = session.peak_flops * session.mesh.devices.size if session.peak_flops else 0.0
+        self.meter = _Meter(tokens_per_step, flops_per_token(cfg.model, session.n_params), peak)
+        self.pending: list[tuple[int, dict[str, Any]]] = []  # dispatched steps whose metrics nobody has read yet
+        self.eval_every = tcfg.eval_every or tcfg.checkpoint_every
+        hooks.on_start(
+            {
+                "start_step": self.step,
+                "steps": tcfg.steps,
+                "n_params": session.n_params,
+                "devices": session.mesh.devices.size,
+                "mesh": dict(session.mesh.shape),
+                "tokens_per_step": tokens_per_step,
+            }
+        )
+        if self.step == 0 and tcfg.eval_steps:
+            self.evaluate_and_log(0)
+
+    def loop(self, batches: Iterator[Any], stop: _StopFlag) -> None:
+        """Step until `train.steps` or a signal; reads metrics from the devices only when they are logged, and
+        before any evaluation or checkpoint."""
+        while self.step < self.tcfg.steps:
+            batch = self.next_batch(batches)
+            self.profiler.before(self.step + 1)
+            self.state, metrics = self.session.train_step(self.state, batch)
+            self.step += 1
+            self.profiler.after(self.step, metrics)
+            self.pending.append((self.step, metrics))
+            self.hooks.on_advance(self.step)
+            if self.after_step(stop):
+                break
+        self.drain()
+
+    def next_batch(self, batches: Iterator[Any]) -> Any:
+        """The next batch; a damaged shard met mid-run keeps what was trained, then stops in one line."""
+        try:
+            return next(batches)
+        except DataError:
+            if self.step > self.saved:
+                self.drain()
+                self.save(self.step)
+            raise
+
+    def after_step(self, stop: _StopFlag) -> bool:
+        """Log, evaluate, checkpoint and sample as the step number says; True when a signal ends the run."""
+        tcfg, step = self.tcfg, self.step
+        signalled = stop.signalled is not None  # read once: a signal arriving later waits for the next step
+        save_now = step % tcfg.checkpoint_every == 0 or step == tcfg.steps or signalled
+        eval_now = bool(tcfg.eval_steps) and (step % self.eval_every == 0 or step == tcfg.steps)
+        first = step == self.start_step + 1  # compiled just now: time the steps after it on their own
+        if save_now or eval_now or first or step % tcfg.log_every == 0:
+            self.drain()  # the loss must be known finite before anything is saved
+        if eval_now:
+            self.evaluate_and_log(step)
+        if save_now:
+            self.save(step)
+            if tcfg.predict_steps and self.is_chief:
+                row = predict(self.cfg, self.run_dir, self.state["params"], step)
+                if row is not None:
+                    self.hooks.on_predict(row)
+        if signalled:
+            self.result.stopped_by_signal = stop.signalled
+            return True
+        if save_now or eval_now or first:
+            self.meter.restart_clock()
+        return False
+
+    def drain(self) -> None:
+        """Read the pending steps' metrics (the loop's one device-to-host sync), check the loss, log, report."""
+        rows = self.meter.rows(self.pending)
+        self.pending.clear()
+        for row in rows:
+            self.result.losses.append((row["step"], row["loss"]))
+            if row["step"] % self.tcfg.log_every == 0 or row["step"] == self.tcfg.steps:
+                self.writer.write(row)
+        if rows:
+            self.hooks.on_step(rows[-1])
+
+    def evaluate_and_log(self, step: int) -> None:
+        row = evaluate(self.session, self.state["params"])
+        if row:
+            self.result.eval_losses.append((step, row["eval_loss"]))
+            self.writer.write({"step": step, **row})
+            self.hooks.on_eval({"step": step, **row})
+
+    def save(self, step: int) -> None:
+        self.writer.flush()  # an object-store run dir then holds every row up to this checkpoint
+        self.ckpts.save(step, self.state, {"seed": self.tcfg.seed})
+        self.saved = step
+        self.hooks.on_checkpoint({"step": step})
+
+    def close(self) -> None:
+        self.profiler.stop()
+        self.ckpts.close()
+        self.writer.close()
 
 
 class _Meter:

@@ -301,39 +301,16 @@ def search(
     if devices is None:
         devices, _ = target_devices(mesh_cfg)
     devices = list(devices)
-    bandwidth = bandwidth_per_device(mesh_cfg, devices)
-    limit = memory_limit if memory_limit is not None else (mesh_cfg.memory_per_device or None)
-    peak = peak_flops or mesh_cfg.peak_flops_per_device
+    scoring = _Scoring(
+        peak=peak_flops or mesh_cfg.peak_flops_per_device,
+        bandwidth=bandwidth_per_device(mesh_cfg, devices),
+        limit=memory_limit if memory_limit is not None else (mesh_cfg.memory_per_device or None),
+        model_flops=model_flops,
+        hardware_flops=hardware_flops,
+        n_devices=len(devices),
+    )
     compiler = _Compiler(factory, mesh_cfg, devices, use_cache, budget_s)
-
-    def result(cand: Candidate, outcome: _Outcome, source: str) -> SearchResult:
-        report = outcome.report
-        if report is None:
-            return SearchResult(cand, None, False, math.inf, 0.0, outcome.error, outcome.skipped)
-        if outcome.error:  # the compiler's refusal: the program does not fit
-            return SearchResult(cand, report, False, math.inf, 0.0, outcome.error, source=source)
-        step_time = estimate_step_time(report, peak, bandwidth, hardware_flops / len(devices))
-        useful = model_flops / len(devices) if model_flops > 0 else report.flops
-        mfu = useful / (step_time * peak) if step_time > 0 and peak > 0 else 0.0
-        fits = limit is None or report.memory_bytes <= limit
-        return SearchResult(cand, report, fits, step_time, mfu, source=source)
-
-    def rules_of(cand: Candidate) -> tuple[Rules, list[tuple[str, int]]]:
-        axes = resolve_mesh_shape(cand.shape, len(devices))
-        return layout_rules(cand.layout, [a for a, _ in axes]), axes
-
-    cand_list = list(cands)
-    results: list[SearchResult] = []
-    survivors: list[Candidate] = []
-    for cand in cand_list:
-        rules, axes = rules_of(cand)
-        try:
-            if prescreen is not None:
-                prescreen(cand, rules, dict(axes))
-        except LayoutError as exc:
-            results.append(SearchResult(cand, None, False, math.inf, 0.0, str(exc)))
-            continue
-        survivors.append(cand)
+    results, survivors = _prescreened(cands, prescreen, len(devices))
 
     def report_start(i: int, stage: str) -> None:
         if progress is not None:
@@ -341,29 +318,94 @@ def search(
 
     if screen:
         outcomes = compiler.screen(config, survivors, loop_trips, lambda i: report_start(i, "screening"))
-        results += [result(cand, o, "screened") for cand, o in zip(survivors, outcomes, strict=True)]
+        results += [scoring.result(cand, o, "screened") for cand, o in zip(survivors, outcomes, strict=True)]
     else:
         for i, cand in enumerate(survivors):
             report_start(i, "compiling")
-            results.append(result(cand, compiler.run(config, cand, rules_of(cand)[0], loop_trips), "compiled"))
-            compiler.first_done = compiler.first_done or results[-1].report is not None
+            outcome = compiler.run(config, cand, _rules_of(cand, len(devices))[0], loop_trips)
+            results.append(scoring.result(cand, outcome, "compiled"))
+            compiler.first_done = compiler.first_done or outcome.report is not None
     results.sort(key=_rank)
-    # the answer's figures are the full compile's: the leader's first full compile ignores the budget; a screened
-    # leader the compiler refused is already the answer (nothing fits), as code generation only adds memory
+    if screen:
+        _compile_screened_leader(results, compiler, config, scoring, loop_trips, progress)
+    return results
+
+
+@dataclass(frozen=True)
+class _Scoring:
+    """Turns a candidate's compile outcome into its SearchResult: fit, estimated step time and MFU."""
+
+    peak: float
+    bandwidth: tuple[float, float]  # (memory, interconnect) bytes/s per device
+    limit: int | None
+    model_flops: float
+    hardware_flops: float
+    n_devices: int
+
+    def result(self, cand: Candidate, outcome: _Outcome, source: str) -> SearchResult:
+        report = outcome.report
+        if report is None:
+            return SearchResult(cand, None, False, math.inf, 0.0, outcome.error, outcome.skipped)
+        if outcome.error:  # the compiler's refusal: the program does not fit
+            return SearchResult(cand, report, False, math.inf, 0.0, outcome.error, source=source)
+        step_time = estimate_step_time(report, self.peak, self.bandwidth, self.hardware_flops / self.n_devices)
+        useful = self.model_flops / self.n_devices if self.model_flops > 0 else report.flops
+        mfu = useful / (step_time * self.peak) if step_time > 0 and self.peak > 0 else 0.0
+        fits = self.limit is None or report.memory_bytes <= self.limit
+        return SearchResult(cand, report, fits, step_time, mfu, source=source)
+
+
+def _rules_of(cand: Candidate, n_devices: int) -> tuple[Rules, list[tuple[str, int]]]:
+    axes = resolve_mesh_shape(cand.shape, n_devices)
+    return layout_rules(cand.layout, [a for a, _ in axes]), axes
+
+
+def _prescreened(
+    cands: Iterable[Candidate],
+    prescreen: Callable[[Candidate, Rules, dict[str, int]], None] | None,
+    n_devices: int,
+) -> tuple[list[SearchResult], list[Candidate]]:
+    """(the candidates `prescreen` rejects, as results; the ones left to compile)."""
+    rejected: list[SearchResult] = []
+    survivors: list[Candidate] = []
+    for cand in cands:
+        rules, axes = _rules_of(cand, n_devices)
+        try:
+            if prescreen is not None:
+                prescreen(cand, rules, dict(axes))
+        except LayoutError as exc:
+            rejected.append(SearchResult(cand, None, False, math.inf, 0.0, str(exc)))
+            continue
+        survivors.append(cand)
+    return rejected, survivors
+
+
+def _compile_screened_leader(
+    results: list[SearchResult],
+    compiler: _Compiler,
+    config: Any,
+    scoring: _Scoring,
+    loop_trips: int,
+    progress: Callable[[int, int, Candidate, str], None] | None,
+) -> None:
+    """Compile the screened leader in full, again while a screened candidate leads (within the budget), so the
+    answer's figures are the full compile's. The leader's first full compile ignores the budget; a screened leader the
+    compiler refused is already the answer (nothing fits), as code generation only adds memory."""
     forced = True
-    while screen and results and results[0].source == "screened" and not results[0].error:
+    while results and results[0].source == "screened" and not results[0].error:
         lead = results[0]
         if progress is not None:
             progress(0, 1, lead.candidate, "compiling the leader")
-        outcome = compiler.run(config, lead.candidate, rules_of(lead.candidate)[0], loop_trips, force=forced)
+        rules = _rules_of(lead.candidate, scoring.n_devices)[0]
+        outcome = compiler.run(config, lead.candidate, rules, loop_trips, force=forced)
         forced = False
         if outcome.report is None:  # out of budget: the leader keeps its screened figures, and says so
-            break
-        checked = result(lead.candidate, outcome, "compiled")
+            return
+        checked = scoring.result(lead.candidate, outcome, "compiled")
+        assert lead.report is not None
         checked.screen_memory, checked.screen_step_s = lead.report.memory_bytes, lead.step_time_s
         results[0] = checked
         results.sort(key=_rank)
-    return results
 
 
 def _rank(r: SearchResult) -> tuple[int, float, float]:

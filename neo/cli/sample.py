@@ -58,33 +58,16 @@ def sample_command(
 
     if weights not in WEIGHT_DTYPES:
         raise DataError(f"--weights {weights!r} is not one of: {', '.join(WEIGHT_DTYPES)}")
-    if (prompt is None) == (prompt_file is None):
-        raise DataError("pass exactly one of --prompt TEXT or --prompt-file FILE")
-    if prompt_file is not None:
-        from neo import storage
-
-        if not storage.isfile(prompt_file):
-            raise DataError(f"--prompt-file {prompt_file} does not exist; pass a text file with one prompt per line")
-        prompts = [line for line in storage.read_text(prompt_file).splitlines() if line.strip()]
-    else:
-        prompts = [prompt]
-    prompts = [p for p in prompts for _ in range(num_samples)]
+    prompts = [p for p in _prompts(prompt, prompt_file) for _ in range(num_samples)]
     loaded = load_for_sampling(source, *mesh_for_sampling(source, mesh, layout), decoding=True)
     if weights != "float32" and mesh is None and jax.default_backend() == "cpu":
         err.print(
             f"[yellow]note:[/] --weights {weights} holds the weights in less memory, but XLA's CPU backend has no fast "
             "low-precision matrix-vector product: decoding is several times slower than float32 here"
         )
-    stream = len(prompts) == 1
+    stream = len(prompts) == 1  # one text streams to stdout as it is generated; several print when all are done
     if stream:
-        sys.stdout.write(prompts[0])
-        sys.stdout.flush()
-
-    def on_text(index: int, piece: str) -> None:
-        if stream:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-
+        _write(prompts[0])
     texts = sample_texts(
         loaded,
         prompts,
@@ -94,16 +77,33 @@ def sample_command(
         top_p=top_p,
         seed=seed,
         stop_at_eos=stop_at_eos,
-        on_text=on_text,
+        on_text=lambda index, piece: _write(piece) if stream else None,
         weights=weights,
     )
     if stream:
         if sys.stdout.isatty():
-            sys.stdout.write("\n")  # for the terminal only: piped stdout stays exactly prompt + continuation
-    else:
-        for i, (p, t) in enumerate(zip(prompts, texts, strict=True)):
-            err.print(f"[dim]--- sample {i}[/]")
-            sys.stdout.write(p + t + "\n")
+            _write("\n")  # for the terminal only: piped stdout stays exactly prompt + continuation
+        return
+    for i, (p, t) in enumerate(zip(prompts, texts, strict=True)):
+        err.print(f"[dim]--- sample {i}[/]")
+        _write(p + t + "\n")
+
+
+def _prompts(prompt: str | None, prompt_file: str | None) -> list[str]:
+    """The prompts: --prompt's text, or --prompt-file's non-empty lines."""
+    if (prompt is None) == (prompt_file is None):
+        raise DataError("pass exactly one of --prompt TEXT or --prompt-file FILE")
+    if prompt_file is None:
+        return [prompt]
+    from neo import storage
+
+    if not storage.isfile(prompt_file):
+        raise DataError(f"--prompt-file {prompt_file} does not exist; pass a text file with one prompt per line")
+    return [line for line in storage.read_text(prompt_file).splitlines() if line.strip()]
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
     sys.stdout.flush()
 
 

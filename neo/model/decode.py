@@ -276,22 +276,9 @@ def generate(
     `weights` (float32 | bfloat16 | int8) is how the dense weights and the embedding are stored while decoding
     (see `neo.model.quantize`; one device only for now).
     """
-    if not prompts or any(len(p) == 0 for p in prompts):
-        raise ConfigError("generate needs at least one non-empty prompt; pass token ids of the prompt text")
-    if max_new_tokens < 0 or temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
-        raise ConfigError("sampling needs max_new_tokens >= 0, temperature >= 0, top_k >= 0 and top_p in (0, 1]")
-    flat = [t for p in prompts for t in p]
-    if min(flat) < 0 or max(flat) >= cfg.n_vocab:
-        raise ConfigError(f"prompt token ids must be in [0, {cfg.n_vocab}); the tokenizer does not match the model")
-    longest = max(len(p) for p in prompts)
-    if not cfg.rotary_emb and longest + max_new_tokens > cfg.n_ctx:
-        raise ConfigError(
-            f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) exceeds model.n_ctx ({cfg.n_ctx}); "
-            "shorten the prompt or ask for fewer tokens"
-        )
+    longest = _check_request(cfg, prompts, max_new_tokens, temperature, top_k, top_p)
     if max_new_tokens == 0:
         return [[] for _ in prompts]
-
     if weights != "float32" and mesh is not None:
         raise ConfigError(f"--weights {weights} decodes on one device for now; drop --mesh or use --weights float32")
     cfg, params = for_decoding(cfg, nn.meta.unbox(params))
@@ -299,20 +286,13 @@ def generate(
     rows = len(prompts)
     multiple = batch_multiple(mesh, rules)
     batch, width = -(-rows // multiple) * multiple, bucket(longest)  # dummy rows fill a sharded batch
-    tokens = np.zeros((batch, width), np.int32)
-    valid = np.zeros((batch, width), bool)
-    for row, prompt in enumerate(prompts):
-        tokens[row, width - len(prompt) :] = prompt
-        valid[row, width - len(prompt) :] = True
-    valid[rows:, -1] = True  # a dummy row is one token, so no row attends to nothing
-    positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int32)
+    tokens, valid, positions = _left_padded(prompts, batch, width)
 
     steps = steps_for(cfg, mesh, rules)
     greedy = temperature == 0
     vocab = np.int32(cfg.n_vocab if vocab_size is None else min(vocab_size, cfg.n_vocab))
     knobs = (seed_key(seed), np.float32(temperature or 1.0), np.int32(top_k), np.float32(top_p), vocab)
-    out: list[list[int]] = [[] for _ in prompts]
-    done = np.arange(batch) >= rows
+    emit = _Emitter(rows, batch, eos_id, on_token)
     with placement(mesh, rules):
         if mesh is not None:
             params = jax.device_put(params, param_shardings(cfg, mesh, rules or ()))
@@ -328,15 +308,61 @@ def generate(
                 chosen, next_pos, cache = steps.step(
                     params, pending, next_pos, ones, cache, index, *knobs, greedy=greedy
                 )
-            for row, token in enumerate(np.asarray(pending)[:, 0].tolist()):
-                if done[row]:
-                    continue
-                if eos_id is not None and token == eos_id:
-                    done[row] = True
-                    continue
-                out[row].append(token)
-                if on_token is not None:
-                    on_token(row, token)
-            if done.all():
+            if emit(np.asarray(pending)[:, 0].tolist()):
                 break
-    return out
+    return emit.out
+
+
+def _check_request(
+    cfg: ModelConfig, prompts: list[list[int]], max_new_tokens: int, temperature: float, top_k: int, top_p: float
+) -> int:
+    """Refuse what cannot be generated (one line each); returns the longest prompt's length."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ConfigError("generate needs at least one non-empty prompt; pass token ids of the prompt text")
+    if max_new_tokens < 0 or temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
+        raise ConfigError("sampling needs max_new_tokens >= 0, temperature >= 0, top_k >= 0 and top_p in (0, 1]")
+    flat = [t for p in prompts for t in p]
+    if min(flat) < 0 or max(flat) >= cfg.n_vocab:
+        raise ConfigError(f"prompt token ids must be in [0, {cfg.n_vocab}); the tokenizer does not match the model")
+    longest = max(len(p) for p in prompts)
+    if not cfg.rotary_emb and longest + max_new_tokens > cfg.n_ctx:
+        raise ConfigError(
+            f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) exceeds model.n_ctx ({cfg.n_ctx}); "
+            "shorten the prompt or ask for fewer tokens"
+        )
+    return longest
+
+
+def _left_padded(prompts: list[list[int]], batch: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(tokens, valid, positions) of [batch, width]: each prompt right-aligned, so every row's next token lands in
+    the same column; rows past the prompts are dummies of one token, so no row attends to nothing."""
+    tokens = np.zeros((batch, width), np.int32)
+    valid = np.zeros((batch, width), bool)
+    for row, prompt in enumerate(prompts):
+        tokens[row, width - len(prompt) :] = prompt
+        valid[row, width - len(prompt) :] = True
+    valid[len(prompts) :, -1] = True
+    positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int32)
+    return tokens, valid, positions
+
+
+class _Emitter:
+    """Collects each row's new tokens until its `eos_id`, calling `on_token(row, token)` for each as it comes."""
+
+    def __init__(self, rows: int, batch: int, eos_id: int | None, on_token: Callable[[int, int], None] | None):
+        self.out: list[list[int]] = [[] for _ in range(rows)]
+        self.done = np.arange(batch) >= rows  # dummy rows are done from the start
+        self.eos_id, self.on_token = eos_id, on_token
+
+    def __call__(self, tokens: list[int]) -> bool:
+        """Take one step's token per row; True once every row is done."""
+        for row, token in enumerate(tokens):
+            if self.done[row]:
+                continue
+            if self.eos_id is not None and token == self.eos_id:
+                self.done[row] = True
+                continue
+            self.out[row].append(token)
+            if self.on_token is not None:
+                self.on_token(row, token)
+        return bool(self.done.all())

@@ -64,9 +64,10 @@ def encode_varints(values: np.ndarray) -> bytes:
     v = np.asarray(values)
     if v.size == 0:
         return b""
-    small = v.min() >= 0 and v.max() < 1 << 32
+    top = int(v.max())
+    small = v.min() >= 0 and top < 1 << 32
     u = v.astype(np.uint32) if small else v.astype(np.int64).view(np.uint64)
-    width = max(1, (int(u.max()).bit_length() + 6) // 7)
+    width = max(1, ((top if small else int(u.max())).bit_length() + 6) // 7)
     nbytes = np.ones(u.shape, np.int64)
     for k in range(1, width):
         nbytes += u >= (1 << (7 * k))

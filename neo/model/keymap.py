@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+from flax import traverse_util
 
 from neo.model.config import ModelConfig
 from neo.model.params import Params, layer_params, stack_layer_params
@@ -77,16 +77,14 @@ class Format:
         """neo params (float32 numpy; scanned or unrolled as `cfg` says) from `take(name)`, the other format's
         tensor of that name (which raises the caller's error when it is missing)."""
 
-        def fill(tree: Params, keys: tuple[Key, ...], i: int | None = None) -> Params:
-            for key in keys:
-                array = np.asarray(take(key.theirs.format(i=i)), np.float32)
-                _set(tree, key.neo, key.layout.to_neo(array, cfg))
-            return tree
+        def tree(keys: tuple[Key, ...], i: int | None = None) -> Params:
+            flat = {k.neo: k.layout.to_neo(np.asarray(take(k.theirs.format(i=i)), np.float32), cfg) for k in keys}
+            return traverse_util.unflatten_dict(flat, sep="/")
 
-        layers = []
-        for i, kind in enumerate(cfg.layer_types()):
-            layers.append(fill({}, self.mlp + (self.attention if kind != "none" else ()), i))
-        return {**fill({}, self.model), **stack_layer_params(cfg, layers)}
+        layers = [
+            tree(self.mlp + (self.attention if kind != "none" else ()), i) for i, kind in enumerate(cfg.layer_types())
+        ]
+        return {**tree(self.model), **stack_layer_params(cfg, layers)}
 
     def write(self, cfg: ModelConfig, params: Params) -> dict[str, Array]:
         """The other format's tensors (float32, contiguous) from neo params; layer keys whose tensor the layer does
@@ -94,27 +92,13 @@ class Format:
         out: dict[str, Array] = {}
 
         def emit(tree: Params, keys: tuple[Key, ...], i: int | None = None) -> None:
+            flat = traverse_util.flatten_dict(tree, sep="/")
             for key in keys:
-                if (value := _get(tree, key.neo)) is not None:
-                    array = key.layout.from_neo(np.asarray(value, np.float32), cfg)
+                if key.neo in flat:
+                    array = key.layout.from_neo(np.asarray(flat[key.neo], np.float32), cfg)
                     out[key.theirs.format(i=i)] = np.ascontiguousarray(array)
 
         emit(params, self.model)
         for i, layer in enumerate(layer_params(cfg, params)):
             emit(layer, self.attention + self.mlp, i)
         return out
-
-
-def _set(tree: Params, path: str, value: Any) -> None:
-    *parents, leaf = path.split("/")
-    for name in parents:
-        tree = tree.setdefault(name, {})
-    tree[leaf] = value
-
-
-def _get(tree: Params, path: str) -> Any:
-    for name in path.split("/"):
-        if not isinstance(tree, dict) or name not in tree:
-            return None
-        tree = tree[name]
-    return tree

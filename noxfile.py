@@ -1,4 +1,4 @@
-"""Developer sessions: `nox -s tests` (the default suite), `slow`, `lint`, `demo`."""
+"""Developer sessions: `nox -s tests` (the default suite), `gpu_aot`, `slow`, `lint`, `demo`."""
 
 from __future__ import annotations
 
@@ -21,7 +21,15 @@ def tests(session: nox.Session) -> None:
     """
     session.install(".[test,hf,aot,wandb,eval,serve]")
     _system_chromium(session)
-    session.run("python", "-m", "pytest", "-m", "not slow", *session.posargs)
+    session.run("python", "-m", "pytest", "-m", "not slow and not gpu_aot", *session.posargs)
+
+
+@nox.session
+def gpu_aot(session: nox.Session) -> None:
+    """GPU train steps compiled ahead of time for H100s by XLA's GPU compiler, with no GPU or driver here: the
+    `cuda` extra (jax[cuda12], ~5 GB of CUDA libraries) in an environment of its own."""
+    session.install(".[test,cuda]")
+    session.run("python", "-m", "pytest", "-m", "gpu_aot", *session.posargs)
 
 
 def _system_chromium(session: nox.Session) -> None:
@@ -37,7 +45,7 @@ def _system_chromium(session: nox.Session) -> None:
 def slow(session: nox.Session) -> None:
     """The slow suite: large-model dry runs (TPU pods through libtpu), long training comparisons, benchmarks."""
     session.install(".[test,hf,aot,wandb,eval,serve]")
-    session.run("python", "-m", "pytest", "-m", "slow", *session.posargs)
+    session.run("python", "-m", "pytest", "-m", "slow and not gpu_aot", *session.posargs)
 
 
 @nox.session

@@ -1,9 +1,10 @@
-"""Per-device temporaries of a gpt3_xl train step, xla vs splash attention, from libtpu's own compiler.
+"""Per-device temporaries of a gpt3_xl train step, xla vs a flash kernel, from the target's own compiler.
 
     python benchmarks/attention_memory.py [--meshes v4-8 v5e-8 v3-256] [--batch 8] [--model gpt3_xl]
+    python benchmarks/attention_memory.py --meshes gpu-8 gpu-1 --impls xla cudnn     # with the `cuda` extra
 
-Each row is `neo train --dry-run model=gpt3_xl mesh=M model.attention_impl=I` (no TPU needed: the `aot` extra's
-libtpu compiles for the topology). The batch per mesh is `--batch` sequences per data-parallel replica (default 8,
+Each row is `neo train --dry-run model=gpt3_xl mesh=M model.attention_impl=I` (no TPU or GPU needed: the `aot`
+extra's libtpu compiles for the TPU topology, the `cuda` extra's XLA GPU compiler for absent H100s). The batch per mesh is `--batch` sequences per data-parallel replica (default 8,
 the issue's shape) unless `--global-batch` is given; n_ctx 2048, bf16, remat as the preset says. Prints a Markdown
 table for benchmarks/README.md.
 """

@@ -1,6 +1,6 @@
 """Process-level set-up that must be in place before Python or JAX starts: transparent huge pages for malloc, the
-persistent compilation cache, and libtpu loaded as a compiler only on machines without TPUs. Nothing here imports
-JAX: commands that never touch it (data, tokenizer) must not pay its 0.5 s import.
+persistent compilation cache, and the TPU and GPU compilers loadable on machines without those chips (ahead-of-time
+compiles). Nothing here imports JAX: commands that never touch it (data, tokenizer) must not pay its 0.5 s import.
 
 Huge pages:
 
@@ -72,8 +72,15 @@ def persistent_compilation_cache() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def prepare_tpu_aot() -> None:
-    """Before JAX starts: where libtpu is installed (for ahead-of-time TPU compiles) but no TPU chip is attached,
+def prepare_aot() -> None:
+    """Before JAX starts: let the compilers of absent accelerators load, for ahead-of-time compiles of TPU and GPU
+    presets (`neo.parallel.targets`)."""
+    _prepare_tpu_aot()
+    _prepare_gpu_aot()
+
+
+def _prepare_tpu_aot() -> None:
+    """Where libtpu is installed (for ahead-of-time TPU compiles) but no TPU chip is attached,
     keep it quiet and shareable. Asks JAX's own PCI probe, loaded from its file so the JAX package is not imported."""
     import importlib.util
 
@@ -92,6 +99,22 @@ def prepare_tpu_aot() -> None:
         return
     if chips == 0:
         quiet_libtpu_off_tpu()
+
+
+def _prepare_gpu_aot() -> None:
+    """Where the jax-cuda12 plugin (the `cuda` extra) is installed but no NVIDIA driver is, the plugin would refuse to
+    register at all (its version check calls cuInit), and with it its compile-only GPU topology. Skip that check
+    there: JAX still starts on the CPU, and `neo.parallel.gpu_targets` can compile for GPUs."""
+    import importlib.util
+
+    if os.path.exists("/proc/driver/nvidia"):
+        return
+    try:
+        if importlib.util.find_spec("jax_plugins.xla_cuda12") is None:
+            return
+    except ModuleNotFoundError:
+        return
+    os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")
 
 
 def quiet_libtpu_off_tpu() -> None:

@@ -76,3 +76,24 @@ def test_only_commands_that_run_xla_reexecute(monkeypatch: pytest.MonkeyPatch, a
     monkeypatch.setattr(sys, "argv", argv)
     entry.main()
     assert calls == (["reexec", "cli"] if reexecuted else ["cli"])
+
+
+@pytest.mark.parametrize(
+    ("plugin", "driver", "skipped"), [(True, False, True), (True, True, False), (False, False, False)]
+)
+def test_the_cuda_plugin_loads_without_a_driver_only_where_none_is(
+    monkeypatch: pytest.MonkeyPatch, plugin: bool, driver: bool, skipped: bool
+) -> None:
+    """With the `cuda` extra on a machine without NVIDIA's driver the plugin's version check (cuInit) would keep it
+    from registering, and GPU presets could not compile ahead of time; on a GPU machine the check stays."""
+    import importlib.util
+
+    monkeypatch.delenv("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", raising=False)
+    monkeypatch.setattr(runtime.os.path, "exists", lambda path: driver and path == "/proc/driver/nvidia")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: object() if plugin and name == "jax_plugins.xla_cuda12" else None
+    )
+    runtime._prepare_gpu_aot()
+    monkeypatch.setattr(importlib.util, "find_spec", real_find_spec)
+    assert (os.environ.get("JAX_SKIP_CUDA_CONSTRAINTS_CHECK") == "1") is skipped

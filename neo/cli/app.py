@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from neo.errors import NeoError, storage_full
-from neo.runtime import persistent_compilation_cache, prepare_tpu_aot
+from neo.runtime import persistent_compilation_cache, prepare_aot
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow is only our TFRecord reader: keep it quiet
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -48,7 +48,7 @@ _quiet_libraries()
 
 
 persistent_compilation_cache()
-prepare_tpu_aot()
+prepare_aot()
 
 err_console = Console(stderr=True)
 app = typer.Typer(

@@ -19,12 +19,12 @@ GiB = 1024**3
 def prepare_devices(overrides: list[str]) -> None:
     """Simulate the preset's device count on CPU when the hardware is absent; must run before JAX starts."""
     from neo.config import compose
-    from neo.parallel.targets import request_cpu_devices, uses_tpu_aot
-    from neo.runtime import prepare_tpu_aot
+    from neo.parallel.targets import request_cpu_devices, uses_aot
+    from neo.runtime import prepare_aot
 
     cfg = compose(overrides)
-    if uses_tpu_aot(cfg.mesh):  # libtpu brings its own (abstract) TPU devices: no CPU devices to simulate
-        prepare_tpu_aot()
+    if uses_aot(cfg.mesh):  # libtpu or the CUDA plugin bring their own (abstract) devices: none to simulate
+        prepare_aot()
     elif cfg.mesh.devices > 1:
         request_cpu_devices(cfg.mesh.devices)
 

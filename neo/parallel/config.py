@@ -29,7 +29,9 @@ class MeshConfig:
     # the hardware, as JAX's device_kind names it ("TPU v3", "H100"): selects memory and interconnect bandwidths
     # (neo.parallel.flops.BANDWIDTH) for the layout search's step-time estimate; empty = the devices present
     device_kind: str = ""
-    # TPU topology for ahead-of-time compilation without a TPU (jax.experimental.topologies), e.g. "v3:8x16"
+    # topology to compile for ahead of time, without the devices (jax.experimental.topologies): a TPU topology such
+    # as "v3:8x16" (libtpu), or GPUs as "slices x hosts x GPUs per host" such as "1x4x8" (the jax-cuda12 plugin, for
+    # the GPU `device_kind` names: neo.parallel.gpu_targets); empty for GPUs = nodes of 8
     topology: str = ""
     tpu_chip_config: str = "default"  # libtpu chip config of that topology: "default", or "megacore" for v4
     # chips per host of that topology (get_topology_desc's chips_per_host_bounds); empty = libtpu's default
@@ -48,8 +50,10 @@ class MeshConfig:
             raise ConfigError(f"mesh.peak_flops_per_device must be >= 0, got {self.peak_flops_per_device}")
         if self.tpu_chip_config not in ("default", "megacore"):
             raise ConfigError(f"mesh.tpu_chip_config must be default or megacore, got '{self.tpu_chip_config}'")
-        if self.topology and self.platform != "tpu":
-            raise ConfigError(f"mesh.topology ('{self.topology}') is only meaningful with mesh.platform=tpu")
+        if self.topology and self.platform == "cpu":
+            raise ConfigError(f"mesh.topology ('{self.topology}') is only meaningful with mesh.platform=tpu or gpu")
+        if self.topology and self.platform == "gpu":
+            self._validate_gpu_topology()
         if self.chips_per_host_bounds and (
             len(self.chips_per_host_bounds) != 3 or any(b <= 0 for b in self.chips_per_host_bounds)
         ):
@@ -66,6 +70,25 @@ class MeshConfig:
                     f"(preset '{self.name}'); choose sizes whose product is {self.devices}"
                 )
         parse_layout(self.layout, mesh_axes=[a for a, _ in axes] or [DATA_AXIS])
+
+    def _validate_gpu_topology(self) -> None:
+        from neo.parallel.gpu_targets import gpu_kinds, knows
+
+        parts = self.topology.split("x")
+        if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise ConfigError(
+                f"mesh.topology '{self.topology}' of a GPU mesh must be slices x hosts x GPUs per host, e.g. 1x1x8"
+            )
+        if self.devices and _prod([int(p) for p in parts]) != self.devices:
+            raise ConfigError(
+                f"mesh.topology '{self.topology}' has {_prod([int(p) for p in parts])} GPUs but mesh.devices is "
+                f"{self.devices}; make their counts agree"
+            )
+        if not knows(self.device_kind):
+            raise ConfigError(
+                f"mesh.device_kind '{self.device_kind}' names no GPU neo can compile for ahead of time; "
+                f"use one of {', '.join(gpu_kinds())} (or drop mesh.topology)"
+            )
 
 
 def _prod(values: list[int]) -> int:

@@ -174,9 +174,9 @@ def _run_child(job: ScreenJob) -> ScreenOutcome:
 
 def _child() -> None:
     """Build and lower the step, compile it with XLA's dump on, and answer as soon as the buffer assignment is out."""
-    from neo.runtime import prepare_tpu_aot
+    from neo.runtime import prepare_aot
 
-    prepare_tpu_aot()  # before JAX starts its backends
+    prepare_aot()  # before JAX starts its backends
     job: ScreenJob = pickle.load(sys.stdin.buffer)
     from neo.errors import LayoutError
     from neo.parallel.compiled import compiler_oom, report_of

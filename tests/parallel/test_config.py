@@ -58,7 +58,7 @@ def test_validate_checks_values_and_cross_fields():
         MeshConfig(platform="ipu").validate()
     with pytest.raises(ConfigError, match=r"mesh.devices is 256"):
         MeshConfig(name="v3-256", devices=256, shape="x:16,y:8").validate()
-    with pytest.raises(ConfigError, match=r"only meaningful with mesh.platform=tpu"):
+    with pytest.raises(ConfigError, match=r"only meaningful with mesh.platform=tpu or gpu"):
         MeshConfig(topology="v3:8x16").validate()
     with pytest.raises(ConfigError, match=r"mesh axis 'z' is not in mesh.shape"):
         MeshConfig(shape="x:4,y:2", layout="batch:z").validate()
@@ -81,3 +81,14 @@ def fits_256():
 def test_unknown_preset_names_the_options():
     with pytest.raises(ConfigError, match=r"available mesh= options: .*v3-256"):
         preset("v3-9")
+
+
+def test_a_gpu_topology_is_slices_hosts_gpus_of_a_gpu_neo_can_describe():
+    h100 = {"platform": "gpu", "device_kind": "H100", "devices": 16}
+    MeshConfig(topology="1x2x8", **h100).validate()
+    with pytest.raises(ConfigError, match=r"slices x hosts x GPUs per host, e.g. 1x1x8"):
+        MeshConfig(topology="v3:4x4", **h100).validate()
+    with pytest.raises(ConfigError, match=r"'1x1x8' has 8 GPUs but mesh.devices is 16"):
+        MeshConfig(topology="1x1x8", **h100).validate()
+    with pytest.raises(ConfigError, match=r"mesh.device_kind 'V100' names no GPU .* use one of H100, H200"):
+        MeshConfig(topology="1x2x8", **{**h100, "device_kind": "V100"}).validate()

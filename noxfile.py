@@ -29,7 +29,7 @@ def gpu_aot(session: nox.Session) -> None:
     """GPU train steps compiled ahead of time for H100s by XLA's GPU compiler, with no GPU or driver here: the
     `cuda` extra (jax[cuda12], ~5 GB of CUDA libraries) in an environment of its own."""
     session.install(".[test,cuda]")
-    session.run("python", "-m", "pytest", "-m", "gpu_aot", *session.posargs)
+    session.run("python", "-m", "pytest", "tests/train/test_kernels_gpu_aot.py", *session.posargs)
 
 
 def _system_chromium(session: nox.Session) -> None:

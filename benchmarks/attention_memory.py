@@ -4,9 +4,9 @@
     python benchmarks/attention_memory.py --meshes gpu-8 gpu-1 --impls xla cudnn     # with the `cuda` extra
 
 Each row is `neo train --dry-run model=gpt3_xl mesh=M model.attention_impl=I` (no TPU or GPU needed: the `aot`
-extra's libtpu compiles for the TPU topology, the `cuda` extra's XLA GPU compiler for absent H100s). The batch per mesh is `--batch` sequences per data-parallel replica (default 8,
-the issue's shape) unless `--global-batch` is given; n_ctx 2048, bf16, remat as the preset says. Prints a Markdown
-table for benchmarks/README.md.
+extra's libtpu compiles for the TPU topology, the `cuda` extra's XLA GPU compiler for absent H100s). The batch per
+mesh is `--batch` sequences per data-parallel replica (default 8, the issue's shape) unless `--global-batch` is
+given; n_ctx 2048, bf16, remat as the preset says. Prints a Markdown table for benchmarks/README.md.
 """
 
 from __future__ import annotations

@@ -20,11 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
-from hydra.core.config_store import ConfigStore
-from hydra.core.global_hydra import GlobalHydra
-from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -149,6 +144,8 @@ class NeoConfig:
 
 
 def _register_schema() -> None:
+    from hydra.core.config_store import ConfigStore  # Hydra (0.15 s to import) only where a config is composed
+
     store = ConfigStore.instance()
     store.store(name="neo_schema", node=NeoConfig)
 
@@ -160,6 +157,7 @@ def group_options(group: str) -> list[str]:
 
 def _unparseable(override: str) -> bool:
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
 
     try:
         OverridesParser.create().parse_overrides([override])
@@ -225,6 +223,11 @@ def _quote_comma_strings(override: str) -> str:
 
 def compose_dict(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:
     """Compose the raw Hydra config (still an OmegaConf tree) from `neo/conf` and command-line overrides."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException, OverrideParseException
+
     overrides = [_quote_comma_strings(o) for o in overrides or []]
     _register_schema()
     GlobalHydra.instance().clear()
@@ -271,7 +274,6 @@ def load(path: str | Path, overrides: list[str] | None = None) -> NeoConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no config file at {path}; pass a run directory written by `neo train`")
-    _register_schema()
     try:
         snapshot = OmegaConf.load(path)
         for section, keys in RETIRED_KEYS.items():  # snapshots of runs written before these keys left the schema

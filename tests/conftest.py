@@ -18,6 +18,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("NEO_DECODING_CACHE", "0")  # not the user's ~/.cache/neo (tests/infer turns it on)
+os.environ.setdefault("NEO_PROGRAM_CACHE", "0")  # nor its traced programs (tests/infer/test_program_cache.py)
 
 
 @dataclass(frozen=True)

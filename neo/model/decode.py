@@ -103,7 +103,8 @@ def last_logits(cfg: ModelConfig) -> Callable:
     return logits_and_entries
 
 
-def _build_steps(cfg: ModelConfig) -> Steps:
+def _build_steps(cfg: ModelConfig, cached: bool) -> Steps:
+    """The forward and step programs of `cfg`; `cached` (one device): through the program cache."""
     logits_and_entries = last_logits(cfg)
 
     def choose(params, tokens, positions, valid, cache, index, key, temperature, top_k, top_p, vocab, *, greedy):
@@ -118,8 +119,15 @@ def _build_steps(cfg: ModelConfig) -> Steps:
     def write(cache, entries, index):
         return [write_cache(c, e, index) if c else c for c, e in zip(cache, entries, strict=True)]
 
-    logits_jit, choose_jit = jax.jit(logits_and_entries), jax.jit(choose, static_argnames="greedy")
-    write_jit = jax.jit(write, donate_argnums=0)  # in place: the update is the donated cache's only use
+    if cached:
+        from neo.infer.program_cache import CachedProgram
+
+        logits_jit = CachedProgram(logits_and_entries, "forward", repr(cfg))
+        choose_jit = CachedProgram(choose, "step", repr(cfg))
+        write_jit = CachedProgram(write, "write_cache", repr(cfg), donate_argnums=(0,))
+    else:
+        logits_jit, choose_jit = jax.jit(logits_and_entries), jax.jit(choose, static_argnames="greedy")
+        write_jit = jax.jit(write, donate_argnums=0)  # in place: the update is the donated cache's only use
 
     def forward(params, tokens, positions, valid, cache, index):
         logits, entries = logits_jit(params, tokens, positions, valid, cache)
@@ -136,9 +144,11 @@ def _build_steps(cfg: ModelConfig) -> Steps:
 def steps_for(cfg: ModelConfig, mesh: Mesh | None = None, rules: Rules | None = None) -> Steps:
     """The jitted forward and step functions, built once per (config, mesh, rules): the logical constraints inside
     the model are resolved at trace time, so each placement needs its own trace."""
+    from neo.infer import program_cache
+
     key = (repr(cfg), mesh, rules)
     if key not in _STEPS:
-        _STEPS[key] = _build_steps(cfg)
+        _STEPS[key] = _build_steps(cfg, cached=mesh is None and program_cache.enabled())
     return _STEPS[key]
 
 

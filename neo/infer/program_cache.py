@@ -1,0 +1,116 @@
+"""Traced decoding programs kept on local disk, so that a repeated `neo sample` does not trace the model again.
+
+JAX's persistent compilation cache (`neo.runtime`) skips XLA's compile, but every new process still traces the model
+and lowers it to StableHLO before it can look the compiled program up: for neo_125M on CPU ~0.4 s for the prefill
+program alone, before the first token. Here each single-device decoding program is kept as a serialized
+`jax.export.Exported` (portable StableHLO with its argument and result structure): a later process deserializes it
+and calls it under `jax.jit`, which only lowers the stored module, and XLA's compile is then a persistent-cache hit.
+
+The key is everything the program depends on without tracing it: the function's name and static arguments, the tree
+structure, shapes and dtypes of its arguments, the model config, the source of the `neo` package and the JAX
+version. `NEO_PROGRAM_CACHE=0` turns it off; only the newest `KEEP` files are kept under `NEO_CACHE_DIR/programs`
+(default `~/.cache/neo`). A file that cannot be read is traced again and replaced; a write that fails (a full or
+read-only disk) only loses the speed-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+
+FORMAT = "1"  # bump when the file layout changes
+KEEP = 64
+
+
+def enabled() -> bool:
+    return os.environ.get("NEO_PROGRAM_CACHE", "1") != "0"
+
+
+class CachedProgram:
+    """`fn(*args, **static)` for a function that `jax.jit` would compile, through the program cache.
+
+    `fn` is the plain (not jitted) function; `static` are its hashable keyword arguments (each value a separate
+    program), `donate_argnums` as for `jax.jit`. `context` is what else determines the program (the model config).
+    """
+
+    def __init__(self, fn: Callable[..., Any], name: str, context: str, donate_argnums: tuple[int, ...] = ()):
+        self.fn, self.name, self.context, self.donate_argnums = fn, name, context, donate_argnums
+        self._loaded: dict[Any, Callable[..., Any]] = {}
+
+    def __call__(self, *args: Any, **static: Any) -> Any:
+        leaves, tree = jax.tree.flatten(args)
+        signature = (tree, tuple((x.shape, x.dtype) for x in leaves), tuple(static.items()))  # numpy or jax arrays
+        program = self._loaded.get(signature)
+        if program is None:
+            program = self._loaded[signature] = self._program(args, signature, static)
+        return program(*args)
+
+    def _program(self, args: tuple[Any, ...], signature: Any, static: dict[str, Any]) -> Callable[..., Any]:
+        """The stored program for this signature, else the function exported now (and stored for next time)."""
+        path = _path(self.name, self.context, signature)
+        exported = _read(path)
+        if exported is None:
+            exported = jax.export.export(jax.jit(functools.partial(self.fn, **static)))(*args)
+            _write(path, exported)
+        return jax.jit(exported.call, donate_argnums=self.donate_argnums)
+
+
+def _path(name: str, context: str, signature: Any) -> Path:
+    from neo.storage import cache_dir
+
+    parts = (FORMAT, name, context, repr(signature), _source_digest(), jax.__version__, jax.default_backend())
+    key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+    return cache_dir() / "programs" / f"{name}-{key}.exported"
+
+
+@functools.cache
+def _source_digest() -> str:
+    """A digest of every module of the `neo` package: a changed model (a new version, a local edit) is a new key."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _read(path: Path) -> jax.export.Exported | None:
+    try:
+        exported = jax.export.deserialize(bytearray(path.read_bytes()))
+    except Exception:  # absent, torn (flatbuffers raises struct.error), or from another JAX: trace it again
+        return None
+    with contextlib.suppress(OSError):
+        os.utime(path)  # most recently used: the last to be pruned
+    return exported
+
+
+def _write(path: Path, exported: jax.export.Exported) -> None:
+    """Store the program at `path` complete or not at all, then prune to the newest `KEEP`."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(exported.serialize())
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        _prune(path.parent)
+    except OSError:
+        return
+
+
+def _prune(directory: Path) -> None:
+    files = sorted(directory.glob("*.exported"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[KEEP:]:
+        with contextlib.suppress(OSError):
+            old.unlink()

@@ -122,18 +122,20 @@ def results_table(found: LayoutSearch, mesh_name: str, top: int) -> Table:
             if screened
             else ""
         )
-        + "; est. step/MFU: roofline estimate from the FLOPs, bytes and collectives",
+        + "; est. step/MFU: roofline estimate from the FLOPs, bytes and collectives (≥ / ≤: the compiler counted no"
+        " FLOPs or bytes, so the model's FLOPs at peak plus communication)",
     )
     for col in ("mesh.shape", "mesh.layout", "memory/device", "fits", "est. step", "est. MFU", "figures"):
         table.add_column(col, no_wrap=col not in ("mesh.layout", "figures"), overflow="fold")
     for r in compiled[:top]:
+        bound = "≥ " if r.report.flops == 0 and r.report.bytes_accessed == 0 else ""  # no cost from this compiler
         table.add_row(
             r.candidate.shape,
             r.candidate.layout,
             f"> {r.report.memory_bytes / GiB:.2f} GiB" if r.error else f"{r.report.memory_bytes / GiB:.2f} GiB",
             "yes" if r.fits else "no",
-            "-" if r.error else format_seconds(r.step_time_s),
-            f"{r.mfu:.0%}",
+            "-" if r.error else bound + format_seconds(r.step_time_s),
+            ("≤ " if bound else "") + f"{r.mfu:.0%}",
             r.source + (f": {r.error}" if r.error else ""),
         )
     if len(compiled) > top:

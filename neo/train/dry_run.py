@@ -50,6 +50,9 @@ class DryRunReport:
     error: str = ""  # the compiler's own refusal (RESOURCE_EXHAUSTED): peak_bytes is then only a lower bound
     attention: str = ""  # the attention kernel compiled (model.attention_impl, `auto` resolved for these devices)
     precision: str = ""  # the activation dtype compiled (model.precision, `auto` resolved for the mesh preset)
+    # whether the compiler counted the program's FLOPs and bytes (XLA's GPU compiler does not, ahead of time): without
+    # them the step estimate is only the model's FLOPs at peak plus communication, a lower bound
+    cost_known: bool = True
 
     @property
     def fits(self) -> bool | None:
@@ -66,6 +69,11 @@ class DryRunReport:
             )
         source = "" if self.exact else " (estimate: compiled for simulated CPU devices)"
         timing = f"est. step {format_seconds(self.step_time_s)}, est. MFU {self.mfu:.0%} (roofline estimate)\n"
+        if not self.cost_known:
+            timing = (
+                f"est. step ≥ {format_seconds(self.step_time_s)} (the model's FLOPs at peak plus communication: "
+                "this compiler reports no FLOP or byte counts)\n"
+            )
         return (
             f"{self.n_params:,} parameters on {self.devices} device(s), mesh {self.mesh}\n"
             f"per device: arguments {self.argument_bytes / GiB:.3f} GiB, temporaries {self.temp_bytes / GiB:.3f} GiB,"
@@ -130,6 +138,7 @@ def dry_run(cfg: NeoConfig) -> DryRunReport:
         compiler=compiler_name(devices, exact),
         step_time_s=step_time,
         mfu=useful / (step_time * peak) if step_time > 0 and peak > 0 else 0.0,
+        cost_known=cost.flops > 0 or cost.bytes_accessed > 0,
         compile_s=cost.compile_s,
         attention=session.model.config.attention_impl,
         precision=session.model.config.precision,

@@ -114,6 +114,8 @@ def test_neo_train_dry_run_for_gpus_as_a_user_types_it(tmp_path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert "XLA GPU compiler (jax-cuda12" in done.stdout and "for 8 × NVIDIA H100 80GB HBM3: exact" in done.stdout
     assert "attention kernel: cudnn, activations: bfloat16" in done.stdout
+    # the GPU compiler counts no FLOPs ahead of time: a lower bound on the step, and no MFU claimed
+    assert "est. step ≥" in done.stdout and "est. MFU" not in done.stdout
     assert not any(tmp_path.iterdir()), "a dry run writes nothing"
 
 

@@ -97,6 +97,15 @@ def test_auto_compiles_cudnn_flash_attention_with_gpt_neo_masks_into_an_h100_tra
     ], calls
 
 
+def test_cudnn_runs_per_gpu_on_the_batch_and_heads_the_layout_gives_it() -> None:
+    """`batch:x,heads:y` on a 2x4 mesh: each GPU's kernel sees 16/2 sequences and 8/4 heads (BNTH: [8, 2, 256, 8])."""
+    layout = ["mesh.shape=x:2,y:4", "mesh.layout=batch:x,heads:y", "model.n_head=8"]
+    impl, hlo = _compiled_text([*SMALL, *layout])
+    assert impl == "cudnn"
+    shapes = re.findall(r"= \(?(\w+\[[\d,]+\])[^\n]*custom_call_target=\"__cudnn\$fmha", hlo)
+    assert shapes and set(shapes) == {"bf16[8,2,256,8]"}, shapes
+
+
 def test_xla_and_float32_models_on_a_gpu_use_no_cudnn_attention() -> None:
     impl, hlo = _compiled_text([*SMALL, "model.attention_impl=xla"])
     assert impl == "xla" and not _fmha_calls(hlo)

@@ -21,7 +21,8 @@ def tests(session: nox.Session) -> None:
     """
     session.install(".[test,hf,aot,wandb,eval,serve]")
     _system_chromium(session)
-    session.run("python", "-m", "pytest", "-m", "not slow and not gpu_aot", *session.posargs)
+    # the slowest tests' times in every log: the suite must stay under 15 minutes on 2 cores
+    session.run("python", "-m", "pytest", "-m", "not slow and not gpu_aot", "--durations=15", *session.posargs)
 
 
 @nox.session

@@ -392,3 +392,11 @@ def cache_dir() -> Path:
     """Where neo keeps what it can rebuild (compiled programs, layout-search reports, decoding layouts): a local
     directory, `$NEO_CACHE_DIR` or ~/.cache/neo."""
     return Path(os.environ.get("NEO_CACHE_DIR") or Path.home() / ".cache" / "neo")
+
+
+def keep_newest(directory: Path, pattern: str, keep: int) -> None:
+    """In a local cache directory, delete all but the `keep` most recently used files matching `pattern`."""
+    files = sorted(directory.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[keep:]:
+        with contextlib.suppress(OSError):
+            old.unlink()

@@ -87,6 +87,8 @@ def write(path: Path, params: Any) -> None:
     import jax
     from safetensors.numpy import save_file
 
+    from neo.storage import keep_newest
+
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
     if sum(leaf.size * leaf.dtype.itemsize for _, leaf in leaves) > MAX_BYTES:
         return
@@ -103,13 +105,6 @@ def write(path: Path, params: Any) -> None:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-        _prune(path.parent)
+        keep_newest(path.parent, "*.safetensors", KEEP)
     except OSError:
         return
-
-
-def _prune(directory: Path) -> None:
-    files = sorted(directory.glob("*.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in files[KEEP:]:
-        with contextlib.suppress(OSError):
-            old.unlink()

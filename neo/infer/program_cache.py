@@ -19,7 +19,6 @@ import contextlib
 import functools
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -94,23 +93,10 @@ def _read(path: Path) -> jax.export.Exported | None:
 
 def _write(path: Path, exported: jax.export.Exported) -> None:
     """Store the program at `path` complete or not at all, then prune to the newest `KEEP`."""
+    from neo import storage
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(exported.serialize())
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        _prune(path.parent)
+        storage.write_atomic(path, exported.serialize())
+        storage.keep_newest(path.parent, "*.exported", KEEP)
     except OSError:
         return
-
-
-def _prune(directory: Path) -> None:
-    files = sorted(directory.glob("*.exported"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in files[KEEP:]:
-        with contextlib.suppress(OSError):
-            old.unlink()

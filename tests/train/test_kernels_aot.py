@@ -9,49 +9,27 @@ import pytest
 
 from neo.config import compose
 from neo.model.kernels import splash
-from neo.train.dry_run import _StepInContext, abstract_batch, dry_run
-from neo.train.session import build_session
+from neo.train.dry_run import dry_run
+from tests.train.aot_common import GLOBAL_LOCAL, compiled_text
 
 needs_libtpu = pytest.mark.skipif(
     importlib.util.find_spec("libtpu") is None,
     reason="libtpu is not installed (pip install libtpu, Linux x86-64): the TPU compiler cannot run here",
 )
-# a 2-layer global/local model at n_ctx 256: two splash kernels (causal, local), forward and backward
-SMALL = [
-    "model=tiny",
-    "model.n_ctx=256",
-    "model.n_layer=2",
-    'model.attention_types=[[["global","local"],1]]',
-    "model.window_size=128",
-    "model.n_vocab=512",
-    "model.precision=bfloat16",
-    "train.batch_size=16",
-]
-
-
-def _compiled_text(overrides: list[str]) -> tuple[str, str]:
-    """(the model's resolved attention_impl, the compiled train step's HLO) for a TPU preset."""
-    from neo.parallel.targets import target_devices
-
-    cfg = compose(overrides)
-    devices, exact = target_devices(cfg.mesh)
-    assert exact, "expected libtpu's AOT compiler"
-    session = build_session(cfg, devices=devices)
-    lowered = _StepInContext(session).lower(session.layout.abstract, abstract_batch(session))
-    return session.model.config.attention_impl, lowered.compile().as_text()
+SMALL = [*GLOBAL_LOCAL, "model.precision=bfloat16"]
 
 
 @needs_libtpu
 @pytest.mark.parametrize("mesh", ["v3-8", "v5e-8"])
 def test_auto_compiles_splash_kernels_into_a_tpu_train_step(mesh: str) -> None:
-    impl, hlo = _compiled_text([*SMALL, f"mesh={mesh}"])
+    impl, hlo = compiled_text([*SMALL, f"mesh={mesh}"])
     assert impl == "splash"
     assert hlo.count("tpu_custom_call") >= 4  # causal and local kernels, forward and backward (dq, dkv)
 
 
 @needs_libtpu
 def test_xla_on_a_tpu_has_no_custom_kernels() -> None:
-    impl, hlo = _compiled_text([*SMALL, "mesh=v5e-8", "model.attention_impl=xla"])
+    impl, hlo = compiled_text([*SMALL, "mesh=v5e-8", "model.attention_impl=xla"])
     assert impl == "xla" and "tpu_custom_call" not in hlo
 
 
@@ -60,7 +38,7 @@ def test_v3_splash_takes_float32_operands_because_bf16_does_not_compile(monkeypa
     """Measured: libtpu's Mosaic compiler for v3 rejects the bf16 splash kernels; the float32 ones compile."""
     monkeypatch.setattr(splash, "FLOAT32_OPERANDS_ON", ())
     with pytest.raises(Exception, match="Unsupported matmul RHS type"):  # Mosaic: vector<128x128xbf16> on v3
-        _compiled_text([*SMALL, "mesh=v3-8"])
+        compiled_text([*SMALL, "mesh=v3-8"])
 
 
 @pytest.mark.slow

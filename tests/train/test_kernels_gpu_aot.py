@@ -16,8 +16,8 @@ from neo.config import compose
 from neo.parallel.gpu_targets import board_name
 from neo.parallel.presets import presets
 from neo.parallel.targets import compiler_name, target_devices
-from neo.train.dry_run import _StepInContext, abstract_batch, dry_run
-from neo.train.session import build_session
+from neo.train.dry_run import dry_run
+from tests.train.aot_common import GLOBAL_LOCAL, compiled_text
 
 
 def _has_cuda_plugin() -> bool:
@@ -32,27 +32,7 @@ pytestmark = [
     pytest.mark.gpu_aot,
     pytest.mark.skipif(not _has_cuda_plugin(), reason="needs the `cuda` extra (jax[cuda12]): run nox -s gpu_aot"),
 ]
-# a 2-layer global/local model at n_ctx 256 on one H100 node: a causal and a local cuDNN kernel, forward and backward
-SMALL = [
-    "model=tiny",
-    "model.n_ctx=256",
-    "model.n_layer=2",
-    'model.attention_types=[[["global","local"],1]]',
-    "model.window_size=128",
-    "model.n_vocab=512",
-    "train.batch_size=16",
-    "mesh=gpu-8",
-]
-
-
-def _compiled_text(overrides: list[str]) -> tuple[str, str]:
-    """(the model's resolved attention_impl, the compiled train step's HLO) for a GPU preset."""
-    cfg = compose(overrides)
-    devices, exact = target_devices(cfg.mesh)
-    assert exact, "expected XLA's GPU compiler, ahead of time"
-    session = build_session(cfg, devices=devices)
-    lowered = _StepInContext(session).lower(session.layout.abstract, abstract_batch(session))
-    return session.model.config.attention_impl, lowered.compile().as_text()
+SMALL = [*GLOBAL_LOCAL, "mesh=gpu-8"]  # on one H100 node: model.precision=auto is bfloat16, so auto is cudnn
 
 
 def _fmha_calls(hlo: str) -> list[tuple[str, int, str, float]]:
@@ -86,7 +66,7 @@ def test_every_gpu_preset_compiles_for_its_gpus_ahead_of_time() -> None:
 
 def test_auto_compiles_cudnn_flash_attention_with_gpt_neo_masks_into_an_h100_train_step() -> None:
     """Global layers: causal, no window; local layers: causal within 128 keys (i-127..i); no score scaling."""
-    impl, hlo = _compiled_text(SMALL)  # mesh=gpu-8 resolves model.precision=auto to bfloat16, so auto to cudnn
+    impl, hlo = compiled_text(SMALL)  # mesh=gpu-8 resolves model.precision=auto to bfloat16, so auto to cudnn
     assert impl == "cudnn"
     calls = sorted(_fmha_calls(hlo))
     assert calls == [
@@ -100,16 +80,16 @@ def test_auto_compiles_cudnn_flash_attention_with_gpt_neo_masks_into_an_h100_tra
 def test_cudnn_runs_per_gpu_on_the_batch_and_heads_the_layout_gives_it() -> None:
     """`batch:x,heads:y` on a 2x4 mesh: each GPU's kernel sees 16/2 sequences and 8/4 heads (BNTH: [8, 2, 256, 8])."""
     layout = ["mesh.shape=x:2,y:4", "mesh.layout=batch:x,heads:y", "model.n_head=8"]
-    impl, hlo = _compiled_text([*SMALL, *layout])
+    impl, hlo = compiled_text([*SMALL, *layout])
     assert impl == "cudnn"
     shapes = re.findall(r"= \(?(\w+\[[\d,]+\])[^\n]*custom_call_target=\"__cudnn\$fmha", hlo)
     assert shapes and set(shapes) == {"bf16[8,2,256,8]"}, shapes
 
 
 def test_xla_and_float32_models_on_a_gpu_use_no_cudnn_attention() -> None:
-    impl, hlo = _compiled_text([*SMALL, "model.attention_impl=xla"])
+    impl, hlo = compiled_text([*SMALL, "model.attention_impl=xla"])
     assert impl == "xla" and not _fmha_calls(hlo)
-    impl, hlo = _compiled_text([*SMALL, "model.precision=float32"])  # cuDNN takes no float32: auto picks xla
+    impl, hlo = compiled_text([*SMALL, "model.precision=float32"])  # cuDNN takes no float32: auto picks xla
     assert impl == "xla" and not _fmha_calls(hlo)
 
 

@@ -7,10 +7,10 @@ program alone, before the first token. Here each single-device decoding program 
 and calls it under `jax.jit`, which only lowers the stored module, and XLA's compile is then a persistent-cache hit.
 
 The key is everything the program depends on without tracing it: the function's name and static arguments, the tree
-structure, shapes and dtypes of its arguments, the model config, the source of the `neo` package and the JAX
-version. `NEO_PROGRAM_CACHE=0` turns it off; only the newest `KEEP` files are kept under `NEO_CACHE_DIR/programs`
-(default `~/.cache/neo`). A file that cannot be read is traced again and replaced; a write that fails (a full or
-read-only disk) only loses the speed-up.
+structure, shapes and dtypes of its arguments, the model config, the source of the `neo` package, the JAX version
+and the JAX flags that change what is traced (64-bit types, default matmul precision). `NEO_PROGRAM_CACHE=0` turns
+it off; only the newest `KEEP` files are kept under `NEO_CACHE_DIR/programs` (default `~/.cache/neo`). A file that
+cannot be read is traced again and replaced; a write that fails (a full or read-only disk) only loses the speed-up.
 """
 
 from __future__ import annotations
@@ -65,7 +65,9 @@ class CachedProgram:
 def _path(name: str, context: str, signature: Any) -> Path:
     from neo.storage import cache_dir
 
-    parts = (FORMAT, name, context, repr(signature), _source_digest(), jax.__version__, jax.default_backend())
+    flags = (jax.config.jax_enable_x64, jax.config.jax_default_matmul_precision)  # they change what is traced
+    parts = (FORMAT, name, context, repr(signature), repr(flags), _source_digest(), jax.__version__)
+    parts += (jax.default_backend(),)
     key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
     return cache_dir() / "programs" / f"{name}-{key}.exported"
 

@@ -85,7 +85,8 @@ def target_devices(cfg: MeshConfig) -> tuple[list[Any], bool]:
     if len(cpus) < n:
         raise LayoutError(
             f"mesh '{cfg.name}' needs {n} devices to compile for but {len(cpus)} CPU devices are simulated; start with "
-            f"XLA_FLAGS=--xla_force_host_platform_device_count={n} (or install libtpu for TPU presets)"
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={n} (or install the `aot` extra for TPU presets, "
+            "`cuda` for GPU presets)"
         )
     return cpus[:n], False
 
@@ -135,7 +136,10 @@ def compiler_name(devices: Sequence[Any], exact: bool) -> str:
     """Which compiler produced the numbers, for the user: they are only as good as this."""
     kind = str(getattr(devices[0], "device_kind", devices[0].platform))
     if not exact:
-        return f"XLA CPU on {len(devices)} simulated devices (an estimate, not the target's compiler)"
+        return (
+            f"XLA CPU on {len(devices)} simulated devices (an estimate, not the target's compiler: the `aot` extra "
+            "brings the TPU compiler, the `cuda` extra the GPU one)"
+        )
     if devices[0].platform == "tpu" and jax.default_backend() != "tpu":
         return f"TPU compiler (libtpu {libtpu_version()}, ahead of time) for {len(devices)} × {kind}: exact"
     if devices[0].platform == "gpu" and jax.default_backend() != "gpu":

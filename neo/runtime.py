@@ -80,8 +80,8 @@ def prepare_aot() -> None:
 
 
 def _prepare_tpu_aot() -> None:
-    """Where libtpu is installed (for ahead-of-time TPU compiles) but no TPU chip is attached,
-    keep it quiet and shareable. Asks JAX's own PCI probe, loaded from its file so the JAX package is not imported."""
+    """Where libtpu is installed (for ahead-of-time TPU compiles) but no TPU chip is attached, keep it quiet and
+    shareable. Asks JAX's own PCI probe, loaded from its file so the JAX package is not imported."""
     import importlib.util
 
     if importlib.util.find_spec("libtpu") is None:

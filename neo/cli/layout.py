@@ -128,7 +128,7 @@ def results_table(found: LayoutSearch, mesh_name: str, top: int) -> Table:
     for col in ("mesh.shape", "mesh.layout", "memory/device", "fits", "est. step", "est. MFU", "figures"):
         table.add_column(col, no_wrap=col not in ("mesh.layout", "figures"), overflow="fold")
     for r in compiled[:top]:
-        bound = "≥ " if r.report.flops == 0 and r.report.bytes_accessed == 0 else ""  # no cost from this compiler
+        bound = "" if r.report.cost_known else "≥ "
         table.add_row(
             r.candidate.shape,
             r.candidate.layout,

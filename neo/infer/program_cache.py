@@ -36,30 +36,36 @@ def enabled() -> bool:
 class CachedProgram:
     """`fn(*args, **static)` for a function that `jax.jit` would compile, through the program cache.
 
-    `fn` is the plain (not jitted) function; `static` are its hashable keyword arguments (each value a separate
-    program), `donate_argnums` as for `jax.jit`. `context` is what else determines the program (the model config).
+    `fn` is the plain (not jitted) function; `static_argnames` and `donate_argnums` are as for `jax.jit`. `context` is
+    what else determines the program (the model config). Calls dispatch through `jax.jit` as usual; only when it meets
+    a new signature does it run `_stored`, which calls the stored program instead of tracing `fn`.
     """
 
-    def __init__(self, fn: Callable[..., Any], name: str, context: str, donate_argnums: tuple[int, ...] = ()):
-        self.fn, self.name, self.context, self.donate_argnums = fn, name, context, donate_argnums
-        self._loaded: dict[Any, Callable[..., Any]] = {}
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        name: str,
+        context: str,
+        static_argnames: tuple[str, ...] = (),
+        donate_argnums: tuple[int, ...] = (),
+    ):
+        self.fn, self.name, self.context = fn, name, context
+        self._jitted = jax.jit(self._stored, static_argnames=static_argnames, donate_argnums=donate_argnums)
 
     def __call__(self, *args: Any, **static: Any) -> Any:
-        leaves, tree = jax.tree.flatten(args)
-        signature = (tree, tuple((x.shape, x.dtype) for x in leaves), tuple(static.items()))  # numpy or jax arrays
-        program = self._loaded.get(signature)
-        if program is None:
-            program = self._loaded[signature] = self._program(args, signature, static)
-        return program(*args)
+        return self._jitted(*args, **static)
 
-    def _program(self, args: tuple[Any, ...], signature: Any, static: dict[str, Any]) -> Callable[..., Any]:
-        """The stored program for this signature, else the function exported now (and stored for next time)."""
+    def _stored(self, *args: Any, **static: Any) -> Any:
+        """The stored program for these arguments' shapes, else `fn` exported now (and stored for next time)."""
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), args)
+        leaves, tree = jax.tree.flatten(abstract)
+        signature = (tree, tuple((x.shape, x.dtype) for x in leaves), tuple(sorted(static.items())))
         path = _path(self.name, self.context, signature)
         exported = _read(path)
         if exported is None:
-            exported = jax.export.export(jax.jit(functools.partial(self.fn, **static)))(*args)
+            exported = jax.export.export(jax.jit(functools.partial(self.fn, **static)))(*abstract)
             _write(path, exported)
-        return jax.jit(exported.call, donate_argnums=self.donate_argnums)
+        return exported.call(*args)
 
 
 def _path(name: str, context: str, signature: Any) -> Path:

@@ -123,7 +123,7 @@ def _build_steps(cfg: ModelConfig, cached: bool) -> Steps:
         from neo.infer.program_cache import CachedProgram
 
         logits_jit = CachedProgram(logits_and_entries, "forward", repr(cfg))
-        choose_jit = CachedProgram(choose, "step", repr(cfg))
+        choose_jit = CachedProgram(choose, "step", repr(cfg), static_argnames=("greedy",))
         write_jit = CachedProgram(write, "write_cache", repr(cfg), donate_argnums=(0,))
     else:
         logits_jit, choose_jit = jax.jit(logits_and_entries), jax.jit(choose, static_argnames="greedy")

@@ -24,6 +24,12 @@ class CompileReport:
     compile_s: float
     all_reduce_bytes: float = 0.0  # the all-reduce share of collective_bytes (a ring moves those twice)
 
+    @property
+    def cost_known(self) -> bool:
+        """Whether the compiler counted FLOPs or bytes (XLA's GPU compiler does not, ahead of time): without them a
+        step estimate is only the model's FLOPs at peak plus communication, a lower bound."""
+        return self.flops > 0 or self.bytes_accessed > 0
+
 
 _COLLECTIVE = re.compile(
     r"=\s*(\(?[^=]*?\)?)\s+(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)(?:-start)?\("

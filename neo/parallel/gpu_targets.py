@@ -31,7 +31,7 @@ def gpu_kinds() -> list[str]:
 
 
 def knows(device_kind: str) -> bool:
-    return any(kind.lower() in device_kind.lower() for kind in _BOARDS)
+    return _match(device_kind) is not None
 
 
 def topology_of(devices: int, topology: str = "") -> str:
@@ -80,10 +80,14 @@ device_description_str: "{name}"
 """
 
 
+def _match(device_kind: str) -> str | None:
+    """The board a device kind names ("H100", "NVIDIA H100 80GB HBM3" -> "H100"), or None."""
+    return next((kind for kind in _BOARDS if kind.lower() in device_kind.lower()), None)
+
+
 def _kind(device_kind: str) -> str:
-    for kind in _BOARDS:
-        if kind.lower() in device_kind.lower():
-            return kind
+    if (kind := _match(device_kind)) is not None:
+        return kind
     raise LayoutError(
         f"no GPU description for mesh.device_kind '{device_kind}' to compile for ahead of time; "
         f"use one of {', '.join(gpu_kinds())}"

@@ -50,9 +50,7 @@ class DryRunReport:
     error: str = ""  # the compiler's own refusal (RESOURCE_EXHAUSTED): peak_bytes is then only a lower bound
     attention: str = ""  # the attention kernel compiled (model.attention_impl, `auto` resolved for these devices)
     precision: str = ""  # the activation dtype compiled (model.precision, `auto` resolved for the mesh preset)
-    # whether the compiler counted the program's FLOPs and bytes (XLA's GPU compiler does not, ahead of time): without
-    # them the step estimate is only the model's FLOPs at peak plus communication, a lower bound
-    cost_known: bool = True
+    cost_known: bool = True  # CompileReport.cost_known: False makes the step estimate a lower bound
 
     @property
     def fits(self) -> bool | None:
@@ -138,7 +136,7 @@ def dry_run(cfg: NeoConfig) -> DryRunReport:
         compiler=compiler_name(devices, exact),
         step_time_s=step_time,
         mfu=useful / (step_time * peak) if step_time > 0 and peak > 0 else 0.0,
-        cost_known=cost.flops > 0 or cost.bytes_accessed > 0,
+        cost_known=cost.cost_known,
         compile_s=cost.compile_s,
         attention=session.model.config.attention_impl,
         precision=session.model.config.precision,

@@ -61,10 +61,13 @@ def sample_command(
     prompts = [p for p in _prompts(prompt, prompt_file) for _ in range(num_samples)]
     loaded = load_for_sampling(source, *mesh_for_sampling(source, mesh, layout), decoding=True)
     if weights != "float32" and mesh is None and jax.default_backend() == "cpu":
-        err.print(
-            f"[yellow]note:[/] --weights {weights} holds the weights in less memory, but XLA's CPU backend has no fast "
-            "low-precision matrix-vector product: decoding is several times slower than float32 here"
-        )
+        from neo.model import cpu_matvec
+
+        if not cpu_matvec.ready():  # it warned why
+            err.print(
+                f"[yellow]note:[/] --weights {weights} holds the weights in less memory, but without neo's CPU kernel "
+                "XLA widens them before each product: decoding is several times slower than float32 here"
+            )
     stream = len(prompts) == 1  # one text streams to stdout as it is generated; several print when all are done
     if stream:
         _write(prompts[0])

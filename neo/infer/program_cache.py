@@ -7,8 +7,9 @@ program alone, before the first token. Here each single-device decoding program 
 and calls it under `jax.jit`, which only lowers the stored module, and XLA's compile is then a persistent-cache hit.
 
 The key is everything the program depends on without tracing it: the function's name and static arguments, the tree
-structure, shapes and dtypes of its arguments, the model config, the source of the `neo` package, the JAX version
-and the JAX flags that change what is traced (64-bit types, default matmul precision). `NEO_PROGRAM_CACHE=0` turns
+structure, shapes and dtypes of its arguments, the model config, the source of the `neo` package, the JAX version,
+the JAX flags that change what is traced (64-bit types, default matmul precision) and whether neo's CPU kernel for
+low-precision weights (`neo.model.cpu_matvec`) is in it. `NEO_PROGRAM_CACHE=0` turns
 it off; only the newest `KEEP` files are kept under `NEO_CACHE_DIR/programs` (default `~/.cache/neo`). A file that
 cannot be read is traced again and replaced; a write that fails (a full or read-only disk) only loses the speed-up.
 """
@@ -24,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import jax
+
+from neo.model import cpu_matvec
+from neo.model.quantize import Bf16Weight, Int8Weight
 
 FORMAT = "1"  # bump when the file layout changes
 KEEP = 64
@@ -60,12 +64,24 @@ class CachedProgram:
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), args)
         leaves, tree = jax.tree.flatten(abstract)
         signature = (tree, tuple((x.shape, x.dtype) for x in leaves), tuple(sorted(static.items())))
-        path = _path(self.name, self.context, signature)
+        path = _path(self.name, self.context, (signature, _uses_cpu_kernel(args)))
         exported = _read(path)
         if exported is None:
-            exported = jax.export.export(jax.jit(functools.partial(self.fn, **static)))(*abstract)
+            program = jax.jit(functools.partial(self.fn, **static))
+            exported = jax.export.export(program, disabled_checks=cpu_matvec.DISABLED_CHECKS)(*abstract)
             _write(path, exported)
         return exported.call(*args)
+
+
+def _uses_cpu_kernel(args: Any) -> bool:
+    """Whether neo's CPU kernel stands in for XLA's product in this program (low-precision weights on a CPU, the
+    kernel built): such a program calls it, so it is built and registered here before the program runs."""
+    low_bit = [leaf for leaf in jax.tree.leaves(args, is_leaf=_is_low_bit) if _is_low_bit(leaf)]
+    return bool(low_bit) and jax.default_backend() == "cpu" and cpu_matvec.ready()
+
+
+def _is_low_bit(node: Any) -> bool:
+    return isinstance(node, (Bf16Weight, Int8Weight))
 
 
 def _path(name: str, context: str, signature: Any) -> Path:
@@ -83,7 +99,7 @@ def _source_digest() -> str:
     """A digest of every module of the `neo` package: a changed model (a new version, a local edit) is a new key."""
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
+    for path in sorted([*root.rglob("*.py"), *root.rglob("*.cc")]):
         digest.update(str(path.relative_to(root)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()

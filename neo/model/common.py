@@ -14,9 +14,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from neo.model import cpu_matvec
 from neo.model.config import ModelConfig, resolve_precision
 from neo.model.kernels import kernels_for, target_platform
-from neo.model.quantize import Int8Weight
+from neo.model.quantize import Bf16Weight, Int8Weight, LowBitWeight
 
 Initializer = Callable[..., jax.Array]
 FEW_ROWS = 64  # products with at most this many rows (decoding) take the `rows_times_weight` form
@@ -45,10 +46,10 @@ def dense_std(cfg: ModelConfig, fan_in: int, std: float = 0.02, *, residual_out:
 def param(
     module: nn.Module, name: str, init: Initializer, shape: Sequence[int], axes: Sequence[str | None], cfg: ModelConfig
 ) -> jax.Array:
-    """A parameter boxed with its logical axis names, returned cast to the activation dtype (an int8-quantized
-    decoding weight, `neo.model.quantize`, is returned as is: `dense` and `embed` widen it where it is used)."""
+    """A parameter boxed with its logical axis names, returned cast to the activation dtype (a low-precision decoding
+    weight, `neo.model.quantize`, is returned as is: `dense`, `embed` and the logits widen it where it is used)."""
     value = module.param(name, nn.with_logical_partitioning(init, tuple(axes)), tuple(shape), dtype_of(cfg.param_dtype))
-    if isinstance(value, Int8Weight):
+    if isinstance(value, (Int8Weight, Bf16Weight)):
         return value
     return jnp.asarray(value, dtype_of(cfg.precision))
 
@@ -71,7 +72,7 @@ def dense_param(
     return param(module, name, init, shape, axes, cfg)
 
 
-def dense(x: jax.Array, w: jax.Array, spec: str, cfg: ModelConfig) -> jax.Array:
+def dense(x: jax.Array, w: jax.Array | LowBitWeight, spec: str, cfg: ModelConfig) -> jax.Array:
     """`einsum(spec, x, w)` for a `dense_param` weight, where x's trailing dims contract with w's leading ones.
 
     The product is the configured kernels' (`neo.model.kernels`: on CPUs its gradients take XLA CPU's fast operand
@@ -80,36 +81,51 @@ def dense(x: jax.Array, w: jax.Array, spec: str, cfg: ModelConfig) -> jax.Array:
     """
     if not cfg.weights_out_first:
         return kernels_for(cfg.attention_impl, cfg.precision).dense(x, w, spec)
-    if isinstance(w, Int8Weight):
-        return _out_first(x, w.q, spec) * w.scale  # per output channel: scale [out...] broadcasts over the rows
-    return _out_first(x, w, spec)
-
-
-def _out_first(x: jax.Array, w: jax.Array, spec: str) -> jax.Array:
     xs, ws = spec.split("->")[0].split(",")
     n_in = len(set(xs) & set(ws))
-    lead, outs = x.shape[: x.ndim - n_in], w.shape[: w.ndim - n_in]
-    rows, w2 = math.prod(lead), w.reshape(math.prod(outs), -1)
-    x2 = x.reshape(rows, -1)
-    y = jnp.einsum("ni,oi->no", x2, w2) if rows > FEW_ROWS else rows_times_weight(x2, w2)
+    lead = x.shape[: x.ndim - n_in]
+    outs = _stored(w).shape[: _stored(w).ndim - n_in]
+    rows, x2 = math.prod(lead), x.reshape(math.prod(lead), -1)
+    w2 = w.matrix(n_in) if isinstance(w, (Int8Weight, Bf16Weight)) else w.reshape(math.prod(outs), -1)
+    y = rows_times_weight(x2, w2) if rows <= FEW_ROWS else many_rows_times_weight(x2, w2)
     return y.reshape(*lead, *outs)
 
 
-def embed(table: jax.Array | Int8Weight, ids: jax.Array, cfg: ModelConfig) -> jax.Array:
+def _stored(w: jax.Array | LowBitWeight) -> jax.Array:
+    return w.q if isinstance(w, Int8Weight) else w.w if isinstance(w, Bf16Weight) else w
+
+
+def embed(table: jax.Array | LowBitWeight, ids: jax.Array, cfg: ModelConfig) -> jax.Array:
     """Rows `ids` of an embedding table [vocab, embd], in the activation dtype."""
-    if isinstance(table, Int8Weight):
+    if isinstance(table, (Int8Weight, Bf16Weight)):
         return table.rows(ids, dtype_of(cfg.precision))
     return table[ids]
 
 
-def rows_times_weight(x: jax.Array, w: jax.Array, **dot_kwargs: Any) -> jax.Array:
+def rows_times_weight(x: jax.Array, w: jax.Array | LowBitWeight, **dot_kwargs: Any) -> jax.Array:
     """x [rows, in] @ w.T for a weight stored [out, in] and a few rows (decoding).
 
-    The product is formed as w @ x.T and transposed after, behind an optimisation barrier (XLA folds the transpose
-    back into the dot otherwise): XLA CPU streams the weight 1.15x faster at batch 1 and 1.3-1.6x faster at
-    batch 8 this way round.
+    A low-precision weight meets float32 rows on CPU in neo's own kernel (`neo.model.cpu_matvec`), which streams it
+    at its own width. Otherwise the product is formed as w @ x.T and transposed after, behind an optimisation barrier
+    (XLA folds the transpose back into the dot otherwise): XLA CPU streams the weight 1.15x faster at batch 1 and
+    1.3-1.6x faster at batch 8 this way round.
     """
+    if cpu_matvec.handles(x, w):
+        return cpu_matvec.rows_times(x, w)
+    if isinstance(w, Int8Weight):
+        return rows_times_weight(x, w.q, **dot_kwargs) * w.scale  # per output channel
+    if isinstance(w, Bf16Weight):
+        w = w.w
     return jax.lax.optimization_barrier(jnp.einsum("oi,ni->on", w, x, **dot_kwargs)).T
+
+
+def many_rows_times_weight(x: jax.Array, w: jax.Array | LowBitWeight, **dot_kwargs: Any) -> jax.Array:
+    """x [rows, in] @ w.T for a weight stored [out, in] and many rows (a prefill), by XLA."""
+    if isinstance(w, Int8Weight):
+        return many_rows_times_weight(x, w.q, **dot_kwargs) * w.scale
+    if isinstance(w, Bf16Weight):
+        w = w.w
+    return jnp.einsum("ni,oi->no", x, w, **dot_kwargs)
 
 
 def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:

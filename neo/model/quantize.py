@@ -3,7 +3,8 @@
 Batch-1 decoding streams every weight once per token, so its speed is bounded by the bytes it reads. `bfloat16`
 stores every dense weight and the embedding at two bytes; `int8` is weight-only quantization at one byte with one
 float32 scale per output channel (symmetric, round to nearest: w ≈ q · scale, |q| ≤ 127). Activations, norms,
-biases, position embeddings, the KV cache and the logits stay float32; the weights are widened where they are used.
+biases, position embeddings, the KV cache and the logits stay float32; the weights are widened where they are used:
+on CPU inside neo's own kernel (`neo.model.cpu_matvec`), elsewhere by XLA.
 
 Applied to parameters already in the decoding layout (`neo.model.decode.for_decoding`: dense weights stored
 [out..., in...]), where a weight's input axes are its trailing ones.
@@ -11,6 +12,7 @@ Applied to parameters already in the decoding layout (`neo.model.decode.for_deco
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -22,6 +24,24 @@ WEIGHT_DTYPES = ("float32", "bfloat16", "int8")
 _IN_AXES = {"o": 2}  # input axes of each quantized weight in the decoding layout ([d, heads, kv] for the output
 # projection); every other one below meets its input on its last axis
 _QUANTIZED = {"q", "k", "v", "o", "c_fc", "c_gate", "c_proj", "wte", "lm_head"}
+
+
+class Bf16Weight(NamedTuple):
+    """w [out..., in...] bfloat16: a weight `--weights bfloat16` holds at two bytes. Kept apart from a model's own
+    bfloat16 parameters, which compute in its precision as usual; this one meets float32 rows widened."""
+
+    w: jax.Array
+
+    def widened(self, dtype: Any = jnp.float32) -> jax.Array:
+        return self.w.astype(dtype)
+
+    def rows(self, ids: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
+        """Embedding lookup: the rows `ids` of a [vocab, embd] table, widened."""
+        return self.w[ids].astype(dtype)
+
+    def matrix(self, n_in: int) -> Bf16Weight:
+        """The same weight as [out, in], its last `n_in` axes being its inputs."""
+        return Bf16Weight(_matrix(self.w, n_in))
 
 
 class Int8Weight(NamedTuple):
@@ -36,6 +56,19 @@ class Int8Weight(NamedTuple):
     def rows(self, ids: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
         """Embedding lookup: the rows `ids` of a [vocab, embd] table, widened."""
         return self.q[ids].astype(dtype) * self.scale[ids][..., None]
+
+    def matrix(self, n_in: int) -> Int8Weight:
+        """The same weight as [out, in], its last `n_in` axes being its inputs."""
+        return Int8Weight(_matrix(self.q, n_in), self.scale.reshape(-1))
+
+
+LowBitWeight = Bf16Weight | Int8Weight  # what `quantize_params` makes of a dense weight or the embedding
+for _kind in (Bf16Weight, Int8Weight):  # decoding programs over them are kept on disk (`neo.infer.program_cache`)
+    jax.export.register_namedtuple_serialization(_kind, serialized_name=f"neo.{_kind.__name__}")
+
+
+def _matrix(w: jax.Array, n_in: int) -> jax.Array:
+    return w.reshape(math.prod(w.shape[: w.ndim - n_in]), -1)
 
 
 def quantize_int8(w: jax.Array, n_in: int = 1) -> Int8Weight:
@@ -60,7 +93,7 @@ def quantize_params(params: Any, weights: str) -> Any:
         if name not in _QUANTIZED or jnp.ndim(leaf) < 2:
             return leaf
         if weights == "bfloat16":
-            return jnp.asarray(leaf, jnp.bfloat16)
+            return Bf16Weight(jnp.asarray(leaf, jnp.bfloat16))
         return quantize_int8(leaf, _IN_AXES.get(name, 1))
 
     return jax.jit(lambda p: jax.tree_util.tree_map_with_path(convert, p))(params)

@@ -24,6 +24,7 @@ from neo.model.common import (
     dense_std,
     dtype_of,
     embed,
+    many_rows_times_weight,
     normal,
     param,
     rows_times_weight,
@@ -34,7 +35,7 @@ from neo.model.moe import MoE
 from neo.model.norms import LayerNorm, pre_norm
 from neo.model.objectives import z_loss
 from neo.model.positions import PositionEmbedding
-from neo.model.quantize import Int8Weight
+from neo.model.quantize import LowBitWeight
 
 REMAT_POLICIES = {
     "full": None,  # save nothing, recompute the block in the backward pass
@@ -185,14 +186,13 @@ class GPTNeo(nn.Module):
         return logits, cache
 
 
-def _logits(x: jax.Array, head: jax.Array | Int8Weight) -> jax.Array:
+def _logits(x: jax.Array, head: jax.Array | LowBitWeight) -> jax.Array:
     """x [b, l, d] times a head stored [vocab, embd], in float32; few rows (decoding) via `rows_times_weight`."""
-    if isinstance(head, Int8Weight):
-        return _logits(x, head.q) * head.scale
     b, length, d = x.shape
+    x2 = x.reshape(b * length, d)
     if b * length > FEW_ROWS:
-        return jnp.einsum("bld,vd->blv", x, head, preferred_element_type=jnp.float32)
-    return rows_times_weight(x.reshape(b * length, d), head, preferred_element_type=jnp.float32).reshape(b, length, -1)
+        return many_rows_times_weight(x2, head, preferred_element_type=jnp.float32).reshape(b, length, -1)
+    return rows_times_weight(x2, head, preferred_element_type=jnp.float32).reshape(b, length, -1)
 
 
 def output_embedding(cfg: ModelConfig, params: Any) -> jax.Array:

@@ -25,7 +25,7 @@ from jax import lax
 
 from neo.model.attention import write_cache
 from neo.model.config import ModelConfig
-from neo.model.decode import _sample, last_logits
+from neo.model.decode import _sample, greedy_choice, last_logits
 
 TOP_LOGPROBS = 5  # OpenAI's completions API returns at most 5 alternatives per token
 
@@ -60,7 +60,7 @@ def _choose(
     """Each row's next token as `generate` picks it for a batch of one: argmax when its temperature is 0, else
     `_sample` on that row alone with `fold_in(key, index)`."""
     logits = jnp.where(jnp.arange(logits.shape[-1]) < vocab, logits, -jnp.inf)  # ids the tokenizer has
-    token = jnp.argmax(logits, axis=-1)
+    token = greedy_choice(logits)
     if sampling:
 
         def one(row: jax.Array, key: jax.Array, i: jax.Array, t: jax.Array, k: jax.Array, p: jax.Array) -> jax.Array:

@@ -66,3 +66,19 @@ def test_a_torn_file_another_model_or_the_off_switch_trace_anew(programs: Path, 
     monkeypatch.setenv("NEO_PROGRAM_CACHE", "0")
     assert _generate(cfg, params, temperature=0) == want
     assert not off.exists()
+
+
+@pytest.mark.parametrize("weights", ["bfloat16", "int8"])
+def test_programs_over_low_precision_weights_are_stored_with_the_cpu_kernel_in_them(
+    programs: Path, monkeypatch: pytest.MonkeyPatch, weights: str
+) -> None:
+    cfg = small(n_vocab=64)
+    params = params_for(cfg, seed=2)
+    want = _generate(cfg, params, temperature=0, weights=weights)
+    stored = sorted(programs.glob("step-*"))
+    assert len(stored) == 2
+    for path in stored:
+        text = jax.export.deserialize(bytearray(path.read_bytes())).mlir_module()
+        assert f"neo_rows_times_{weights.replace('bfloat16', 'bf16')}" in text
+    _no_tracing(monkeypatch)
+    assert _generate(cfg, params, temperature=0, weights=weights) == want

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from neo.model.decode import for_decoding, generate
-from neo.model.quantize import Int8Weight, quantize_int8, quantize_params, weight_bytes
+from neo.model.quantize import Bf16Weight, Int8Weight, quantize_int8, quantize_params, weight_bytes
 from tests.model.conftest import logits_fn, params_for, small
 
 
@@ -41,6 +41,8 @@ def test_quantized_decoding_logits_stay_close_and_int8_really_stores_int8(
     wanted = jnp.int8 if weights == "int8" else jnp.bfloat16
     big = [leaf for path, leaf in leaves if leaf.ndim >= 2 and getattr(path[-1], "key", "") != "wpe"]
     assert big and all(leaf.dtype == wanted for leaf in big if leaf.shape[-1] == cfg.n_embd or leaf.ndim == 3)
+    if weights == "bfloat16":  # held apart from a model's own bfloat16 parameters: decoding widens it
+        assert isinstance(quantized["wte"], Bf16Weight) and isinstance(quantized["h_0"]["attn"]["o"], Bf16Weight)
     if weights == "int8":
         assert isinstance(quantized["wte"], Int8Weight) and isinstance(quantized["h_0"]["attn"]["o"], Int8Weight)
         assert quantized["h_0"]["attn"]["o"].scale.shape == (cfg.n_embd,)  # [d, heads, kv]: one scale per d

@@ -1,0 +1,115 @@
+"""A few float32 rows times an int8 or bfloat16 weight on CPU, through a kernel of neo's own (`cpu_matvec.cc`).
+
+Batch-1 decoding is bound by the bytes of weight it reads per token, but XLA's CPU backend has no fast
+low-precision matrix-vector product: it widens the weight before its dot, and a bf16 or int8 decoder ran ~8-10x
+slower than float32 (benchmarks/README.md). The kernel widens each weight vector in registers right before its
+multiply-adds, so memory carries one or two bytes per weight, and it runs as an XLA FFI custom call on XLA's own
+thread pool.
+
+It is compiled on first use with the machine's C++ compiler (`$CXX`, else g++, c++ or clang++) for this CPU
+(`-march=native`), against the XLA FFI headers that ship with jaxlib, into `NEO_CACHE_DIR/kernels` (default
+`~/.cache/neo`), keyed by its source, the JAX version, the compiler and the CPU. Where no compiler works,
+decoding falls back to XLA's product (same numbers, slower) with one warning; `NEO_CPU_KERNELS=0` turns the kernel
+off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from neo.model.quantize import Bf16Weight, Int8Weight
+
+SOURCE = Path(__file__).with_suffix(".cc")
+INT8, BF16 = "neo_rows_times_int8", "neo_rows_times_bf16"  # the custom-call targets
+DISABLED_CHECKS = tuple(jax.export.DisabledSafetyCheck.custom_call(name) for name in (INT8, BF16))
+
+
+def handles(x: jax.Array, w: object) -> bool:
+    """Whether `rows_times(x, w)` runs the kernel: a low-precision weight, float32 rows, a CPU, a kernel built."""
+    low_bit = isinstance(w, (Int8Weight, Bf16Weight))
+    return low_bit and x.dtype == jnp.float32 and jax.default_backend() == "cpu" and ready()
+
+
+def rows_times(x: jax.Array, w: Int8Weight | Bf16Weight) -> jax.Array:
+    """x [n, k] float32 times a weight stored [o, k]: [n, o] float32 (see `handles`)."""
+    out = jax.ShapeDtypeStruct((x.shape[0], _stored(w).shape[0]), jnp.float32)
+    if isinstance(w, Int8Weight):
+        return jax.ffi.ffi_call(INT8, out)(x, w.q, w.scale)
+    return jax.ffi.ffi_call(BF16, out)(x, w.w)
+
+
+def _stored(w: Int8Weight | Bf16Weight) -> jax.Array:
+    return w.q if isinstance(w, Int8Weight) else w.w
+
+
+@functools.cache
+def ready() -> bool:
+    """Build (once per machine) and register the kernel; False, after one warning, where that is not possible."""
+    if os.environ.get("NEO_CPU_KERNELS", "1") == "0":
+        return False
+    try:
+        library = ctypes.CDLL(str(_build()))
+        for name, symbol in ((INT8, library.NeoRowsTimesInt8), (BF16, library.NeoRowsTimesBf16)):
+            jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(symbol), platform="cpu")
+    except (OSError, subprocess.SubprocessError, AttributeError) as e:
+        warnings.warn(
+            f"neo: could not build its CPU kernel for int8/bfloat16 weights ({e}); decoding falls back "
+            "to XLA's product, several times slower (install a C++ compiler such as g++ to fix)",
+            stacklevel=2,
+        )
+        return False
+    return True
+
+
+def _build() -> Path:
+    """The kernel's shared library for this machine, compiled now unless an earlier process did."""
+    from neo.storage import cache_dir
+
+    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if compiler is None:
+        raise OSError("no C++ compiler found")
+    arch = "-mcpu=native" if platform.machine() in ("arm64", "aarch64") else "-march=native"
+    flags = ["-O3", arch, "-std=c++17", "-shared", "-fPIC", "-w", f"-I{jax.ffi.include_dir()}"]
+    key = hashlib.sha256(
+        "\n".join([SOURCE.read_text(), jax.__version__, compiler, *flags, _cpu_identity()]).encode()
+    ).hexdigest()[:20]
+    target = cache_dir() / "kernels" / f"cpu_matvec-{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so.tmp")
+    os.close(fd)
+    try:
+        done = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            lines = done.stderr.strip().splitlines() or ["no output"]
+            raise OSError(f"{Path(compiler).name} failed: " + next((x for x in lines if "error" in x), lines[0]))
+        os.replace(tmp, target)  # atomic: a concurrent build of the same key writes the same bytes
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return target
+
+
+def _cpu_identity() -> str:
+    """What `-march=native` compiles for: the CPU's model and instruction-set flags (a shared cache directory may be
+    seen from machines of several kinds)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    lines = [line for line in info.splitlines() if line.startswith(("model name", "flags", "Features", "CPU part"))]
+    return "\n".join(dict.fromkeys(lines))

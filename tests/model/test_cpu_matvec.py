@@ -1,0 +1,103 @@
+"""neo's CPU kernel for int8 and bfloat16 weights (`neo.model.cpu_matvec`): its products equal the widened weight's,
+decoding programs call it, and without a compiler decoding falls back to XLA with one warning."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from neo.model import cpu_matvec
+from neo.model.config import ModelConfig
+from neo.model.decode import for_decoding, greedy_choice
+from neo.model.quantize import Bf16Weight, Int8Weight, quantize_int8, quantize_params
+from neo.model.transformer import GPTNeo
+from tests.model.conftest import params_for, small
+
+needs_compiler = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++")
+
+
+@pytest.fixture
+def rebuilt() -> None:
+    """`ready()` forgotten before and after: the test sees its own environment, later tests the normal kernel."""
+    cpu_matvec.ready.cache_clear()
+    yield
+    cpu_matvec.ready.cache_clear()
+
+
+def _weights(o: int, k: int, seed: int) -> tuple[Int8Weight, Bf16Weight]:
+    w = np.random.default_rng(seed).standard_normal((o, k)).astype(np.float32)
+    return quantize_int8(w), Bf16Weight(jnp.asarray(w, jnp.bfloat16))
+
+
+@needs_compiler
+@pytest.mark.parametrize(
+    ("n", "o", "k"),
+    [(1, 13, 77), (1, 4, 768), (2, 40, 64), (5, 9, 200), (8, 33, 768), (17, 6, 3), (64, 70, 1000)],
+)
+def test_products_equal_the_widened_weights_for_every_tile_and_tail(n: int, o: int, k: int) -> None:
+    assert cpu_matvec.ready()  # a C++ compiler is here: the kernel builds
+    x = np.random.default_rng(n).standard_normal((n, k)).astype(np.float32)
+    for w in _weights(o, k, seed=o):
+        want = x @ np.asarray(w.widened(), np.float64).T
+        got = np.asarray(jax.jit(cpu_matvec.rows_times)(x, w))
+        assert got.shape == (n, o) and got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+@needs_compiler
+@pytest.mark.parametrize("weights", ["bfloat16", "int8"])
+def test_decoding_calls_the_kernel_and_matches_xla_s_product(weights: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = small()
+    dcfg, dparams = for_decoding(cfg, params_for(cfg))
+    quantized = quantize_params(dparams, weights)
+    tokens = np.random.RandomState(1).randint(0, cfg.n_vocab, size=(2, 4)).astype(np.int32)  # 8 rows: few
+    target = cpu_matvec.INT8 if weights == "int8" else cpu_matvec.BF16
+    forward = _forward(dcfg)  # traced anew each time: whether the kernel is used is decided while tracing
+    calls = forward.lower(quantized, tokens).as_text().count(f"custom_call @{target}(")
+    assert calls == cfg.n_layer * 6 + 1  # q, k, v, o, c_fc, c_proj per layer, and the tied head
+    kernel = np.asarray(forward(quantized, tokens))
+
+    monkeypatch.setattr(cpu_matvec, "ready", lambda: False)
+    forward = _forward(dcfg)
+    assert target not in forward.lower(quantized, tokens).as_text()
+    xla = np.asarray(forward(quantized, tokens))
+    np.testing.assert_allclose(kernel, xla, rtol=0, atol=1e-5 * np.abs(xla).max())
+
+
+def _forward(cfg: ModelConfig) -> Any:
+    model = GPTNeo(cfg)
+    return jax.jit(lambda params, tokens: model.apply({"params": params}, tokens))
+
+
+def test_without_a_working_compiler_decoding_falls_back_with_one_warning(
+    rebuilt: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEO_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", shutil.which("false") or "/bin/false")
+    with pytest.warns(UserWarning, match="could not build its CPU kernel.*falls back to XLA"):
+        assert not cpu_matvec.ready()
+    assert not list((tmp_path / "kernels").glob("*.so"))  # no half-written library left behind
+    x = np.ones((1, 8), np.float32)
+    assert not cpu_matvec.handles(x, _weights(4, 8, seed=0)[0])
+    cpu_matvec.ready.cache_clear()
+    monkeypatch.setenv("NEO_CPU_KERNELS", "0")  # the off switch: no build, no warning
+    assert not cpu_matvec.ready()
+
+
+def test_float32_weights_never_take_the_kernel() -> None:
+    x = np.ones((1, 8), np.float32)
+    assert not cpu_matvec.handles(x, np.ones((4, 8), np.float32))
+    assert not cpu_matvec.handles(x.astype(jnp.bfloat16), _weights(4, 8, seed=0)[1])  # bfloat16 rows: XLA's
+
+
+def test_greedy_choice_is_argmax_with_ties_to_the_first() -> None:
+    logits = np.random.default_rng(0).standard_normal((4, 300)).astype(np.float32)
+    logits[1, [7, 90]] = 10.0  # a tie: the first wins, as argmax
+    logits[2, :] = -np.inf
+    np.testing.assert_array_equal(np.asarray(jax.jit(greedy_choice)(logits)), np.argmax(logits, axis=-1))

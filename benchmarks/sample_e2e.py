@@ -6,9 +6,9 @@ the two in each round: the time to the first new token (`--max-new-tokens 1`) an
 the end of the text not stopped at EOS, each a fresh process, the wall time from launch to exit. neo's persistent
 compilation cache and its decoding-layout cache (`neo.infer.decoding_cache`) are warmed by one untimed run first:
 what a user has after the first `neo sample` of a checkpoint. Both decode the same prompt to the same number of
-tokens (checked).
+tokens (checked). `--weights float32,int8` also runs `neo sample --weights int8` (and so on) in each round.
 
-    python benchmarks/sample_e2e.py [--rounds 3] [--new 256] [--workdir DIR]
+    python benchmarks/sample_e2e.py [--rounds 3] [--new 256] [--workdir DIR] [--weights float32,bfloat16,int8]
 """
 
 from __future__ import annotations
@@ -86,38 +86,48 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--new", type=int, default=256)
     parser.add_argument("--workdir", help="keep the models here between runs (default: a fresh temp dir)")
+    parser.add_argument("--weights", default="float32", help="neo sample --weights kinds to run, comma-separated")
     args = parser.parse_args()
+    kinds = args.weights.split(",")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="neo-sample-e2e-"))
     workdir.mkdir(parents=True, exist_ok=True)
     hf_dir, run_dir = make_model(workdir)
     neo = str(Path(sys.executable).with_name("neo"))
     script = HF_SCRIPT.format(threads=os.cpu_count())
 
-    def neo_cmd(new: int) -> list[str]:
+    def neo_cmd(new: int, weights: str = "float32") -> list[str]:
         return [neo, "sample", str(run_dir), "--prompt", PROMPT, "--max-new-tokens", str(new), "--temperature", "0",
-                "--no-stop-at-eos"]  # fmt: skip
+                "--no-stop-at-eos", "--weights", weights]  # fmt: skip
+
+    def name_of(kind: str) -> str:
+        return "neo" if kind == "float32" else f"neo --weights {kind}"
 
     def hf_cmd(new: int) -> list[str]:
         return [sys.executable, "-c", script, str(hf_dir), str(new), PROMPT]
 
     for new in (1, args.new):  # warm neo's compilation cache (and the OS file cache for both)
-        timed(neo_cmd(new))
+        for kind in kinds:
+            timed(neo_cmd(new, kind))
         timed(hf_cmd(new))
     results: dict[tuple[str, int], list[float]] = {}
     for r in range(args.rounds):
         for new in (1, args.new):
             outputs = {}
-            for name, cmd in (("neo", neo_cmd(new)), ("transformers", hf_cmd(new))):
+            runs = [(name_of(kind), neo_cmd(new, kind)) for kind in kinds] + [("transformers", hf_cmd(new))]
+            for name, cmd in runs:
                 seconds, outputs[name] = timed(cmd)
                 results.setdefault((name, new), []).append(seconds)
                 print(f"round {r + 1}, {new} new token(s), {name}: {seconds:.2f} s", flush=True)
-            if outputs["neo"] != outputs["transformers"]:
-                print(f"  note: the texts differ (neo {len(outputs['neo'])} chars, transformers "
-                      f"{len(outputs['transformers'])})")  # fmt: skip
+            for name, text in outputs.items():
+                if text != outputs["transformers"]:
+                    print(f"  note: the texts differ ({name} {len(text)} chars, transformers "
+                          f"{len(outputs['transformers'])})")  # fmt: skip
     for new in (1, args.new):
-        neo_s = statistics.median(results[("neo", new)])
         hf_s = statistics.median(results[("transformers", new)])
-        print(f"{new} new token(s): median neo {neo_s:.2f} s, transformers {hf_s:.2f} s: neo {hf_s / neo_s:.2f}x")
+        for kind in kinds:
+            neo_s = statistics.median(results[(name_of(kind), new)])
+            print(f"{new} new token(s): median {name_of(kind)} {neo_s:.2f} s, transformers {hf_s:.2f} s: "
+                  f"{hf_s / neo_s:.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def sample_command(
     if weights not in WEIGHT_DTYPES:
         raise DataError(f"--weights {weights!r} is not one of: {', '.join(WEIGHT_DTYPES)}")
     prompts = [p for p in _prompts(prompt, prompt_file) for _ in range(num_samples)]
-    loaded = load_for_sampling(source, *mesh_for_sampling(source, mesh, layout), decoding=True)
+    loaded = load_for_sampling(source, *mesh_for_sampling(source, mesh, layout), decoding=True, weights=weights)
     if weights != "float32" and mesh is None and jax.default_backend() == "cpu":
         from neo.model import cpu_matvec
 

@@ -34,11 +34,13 @@ def enabled() -> bool:
     return os.environ.get("NEO_DECODING_CACHE", "1") != "0"
 
 
-def cache_path(identity: str, decoding_config: Any) -> Path:
-    """Where the decoding layout of the checkpoint `identity` (see `neo.train.checkpoint.checkpoint_identity`) lives."""
+def cache_path(identity: str, decoding_config: Any, weights: str = "float32") -> Path:
+    """Where the decoding layout of the checkpoint `identity` (see `neo.train.checkpoint.checkpoint_identity`) lives,
+    its dense weights held as `weights` (`neo.model.quantize`: quantized once, not at every start)."""
     from neo.storage import cache_dir
 
-    key = hashlib.sha256("\n".join((FORMAT, identity, repr(decoding_config))).encode()).hexdigest()[:32]
+    parts = (FORMAT, identity, repr(decoding_config)) + (() if weights == "float32" else (weights,))
+    key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
     return cache_dir() / "decoding" / f"{key}.safetensors"
 
 
@@ -56,6 +58,11 @@ def read(path: Path) -> Any | None:
         return None
     with contextlib.suppress(OSError):
         os.utime(path)  # most recently used: the last to be pruned
+    return jax.device_put(_nested(tensors))
+
+
+def _nested(tensors: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Nested dicts from the "a/b/c" names `write` gives."""
     nested: dict[str, Any] = {}
     for name, array in tensors.items():
         *outer, leaf = name.split("/")
@@ -63,7 +70,20 @@ def read(path: Path) -> Any | None:
         for part in outer:
             node = node.setdefault(part, {})
         node[leaf] = array
-    return jax.device_put(nested)
+    return _rebuilt(nested)
+
+
+def _rebuilt(node: Any) -> Any:
+    """A dict of "Kind.field" entries (how `write` names a quantized weight's fields) as that weight."""
+    from neo.model.quantize import Bf16Weight, Int8Weight
+
+    if not isinstance(node, dict):
+        return node
+    kinds = {kind.__name__: kind for kind in (Bf16Weight, Int8Weight)}
+    named = {key.partition(".")[0] for key in node}
+    if len(named) == 1 and (kind := kinds.get(named.pop())) is not None:
+        return kind(**{key.partition(".")[2]: value for key, value in node.items()})
+    return {key: _rebuilt(child) for key, child in node.items()}
 
 
 def _mapped(path: Path) -> dict[str, np.ndarray]:
@@ -94,7 +114,7 @@ def write(path: Path, params: Any) -> None:
         return
     if any(np.dtype(leaf.dtype) not in {np.dtype(d) for d in DTYPES.values()} for _, leaf in leaves):
         return
-    flat = {"/".join(str(key.key) for key in keys): np.asarray(leaf) for keys, leaf in leaves}
+    flat = _flat(params)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -108,3 +128,21 @@ def write(path: Path, params: Any) -> None:
         keep_newest(path.parent, "*.safetensors", KEEP)
     except OSError:
         return
+
+
+def _flat(params: Any) -> dict[str, np.ndarray]:
+    """ "a/b/c" name -> array; a quantized weight's fields as "name/Int8Weight.q" and so on (`_rebuilt` reads them)."""
+    import jax
+
+    from neo.model.quantize import Bf16Weight, Int8Weight
+
+    flat = {}
+    for keys, leaf in jax.tree_util.tree_flatten_with_path(
+        params, is_leaf=lambda n: isinstance(n, (Bf16Weight, Int8Weight))
+    )[0]:
+        name = "/".join(str(key.key) for key in keys)
+        if isinstance(leaf, (Bf16Weight, Int8Weight)):
+            flat.update({f"{name}/{type(leaf).__name__}.{f}": np.asarray(v) for f, v in leaf._asdict().items()})
+        else:
+            flat[name] = np.asarray(leaf)
+    return flat

@@ -27,7 +27,7 @@ from typing import Any
 import jax
 
 from neo.model import cpu_matvec
-from neo.model.quantize import Bf16Weight, Int8Weight
+from neo.model.quantize import held_as
 
 FORMAT = "1"  # bump when the file layout changes
 KEEP = 64
@@ -76,12 +76,7 @@ class CachedProgram:
 def _uses_cpu_kernel(args: Any) -> bool:
     """Whether neo's CPU kernel stands in for XLA's product in this program (low-precision weights on a CPU, the
     kernel built): such a program calls it, so it is built and registered here before the program runs."""
-    low_bit = [leaf for leaf in jax.tree.leaves(args, is_leaf=_is_low_bit) if _is_low_bit(leaf)]
-    return bool(low_bit) and jax.default_backend() == "cpu" and cpu_matvec.ready()
-
-
-def _is_low_bit(node: Any) -> bool:
-    return isinstance(node, (Bf16Weight, Int8Weight))
+    return held_as(args) != "float32" and jax.default_backend() == "cpu" and cpu_matvec.ready()
 
 
 def _path(name: str, context: str, signature: Any) -> Path:

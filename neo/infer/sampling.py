@@ -67,13 +67,19 @@ def mesh_for_sampling(source: str | os.PathLike[str], mesh: str | None, layout: 
 
 
 def load_for_sampling(
-    source: str | os.PathLike[str], mesh: Any = None, rules: Any = None, *, decoding: bool = False
+    source: str | os.PathLike[str],
+    mesh: Any = None,
+    rules: Any = None,
+    *,
+    decoding: bool = False,
+    weights: str = "float32",
 ) -> Loaded:
     """Parameters only (no optimizer state) and the tokenizer stored beside them.
 
     With `mesh` and `rules` (see `mesh_for_sampling`) the parameters are placed in their logical shardings. With
     `decoding` (the caller only decodes), a run's parameters on one device come in the decoding layout
-    (`neo.model.decode.for_decoding`), read from the decoding cache when it has them (`neo.infer.decoding_cache`).
+    (`neo.model.decode.for_decoding`), read from the decoding cache when it has them (`neo.infer.decoding_cache`),
+    their dense weights held as `weights` (`neo.model.quantize`; otherwise `generate` converts them).
     """
     from neo.data.tokenizer import eos_id, load_tokenizer
 
@@ -95,7 +101,7 @@ def load_for_sampling(
         cfg_model = load_run_config(source).model
         _refuse_masked_lm(source, cfg_model)
         if mesh is None:
-            cfg_model, params = _restore_one_device(source, cfg_model, decoding)
+            cfg_model, params = _restore_one_device(source, cfg_model, decoding, weights)
         else:
             params = _restore_sharded(source, cfg_model, mesh, rules)
     if not storage.isfile(tok_path):
@@ -113,46 +119,50 @@ def _refuse_masked_lm(run_dir: str, cfg: ModelConfig) -> None:
         )
 
 
-def _restore_one_device(run_dir: str, cfg: ModelConfig, decoding: bool) -> tuple[ModelConfig, Any]:
-    """A run's latest parameters on the default device; with `decoding`, in the decoding layout, through the cache."""
+def _restore_one_device(run_dir: str, cfg: ModelConfig, decoding: bool, weights: str) -> tuple[ModelConfig, Any]:
+    """A run's latest parameters on the default device; with `decoding`, in the decoding layout and held as
+    `weights`, through the cache."""
     from neo.infer import decoding_cache
     from neo.model.decode import for_decoding
+    from neo.model.quantize import quantize_params
     from neo.train.checkpoint import latest_step, newest_local_step, on_one_device, restore_run_params
 
     use_cache = decoding and decoding_cache.enabled()
     # A local run's newest step comes from its directory names first, so that a hit never imports orbax. A file is
     # only ever written for the step orbax itself chose (below), so a hit is that same committed checkpoint.
     newest = newest_local_step(run_dir) if use_cache else None
-    if newest is not None and (found := _cached(run_dir, newest, cfg)) is not None:
+    if newest is not None and (found := _cached(run_dir, newest, cfg, weights)) is not None:
         return found
     step = latest_step(run_dir)
-    if use_cache and step != newest and (found := _cached(run_dir, step, cfg)) is not None:  # an object store
+    if use_cache and step != newest and (found := _cached(run_dir, step, cfg, weights)) is not None:  # object store
         return found
     params = restore_run_params(run_dir, on_one_device(cfg), step)[0]
     if not decoding:
         return cfg, params
     cfg, params = for_decoding(cfg, params)
-    if use_cache and (path := _cache_path(run_dir, step, cfg)) is not None:
+    params = quantize_params(params, weights)
+    if use_cache and (path := _cache_path(run_dir, step, cfg, weights)) is not None:
         decoding_cache.write(path, params)
     return cfg, params
 
 
-def _cache_path(run_dir: str, step: int, cfg: ModelConfig) -> Path | None:
-    """Where the decoding cache keeps checkpoint `step` of `run_dir` laid out for `cfg`; None when it cannot say."""
+def _cache_path(run_dir: str, step: int, cfg: ModelConfig, weights: str) -> Path | None:
+    """Where the decoding cache keeps checkpoint `step` of `run_dir` laid out for `cfg`, held as `weights`; None when
+    it cannot say."""
     from neo.infer import decoding_cache
     from neo.model.decode import decoding_config
     from neo.train.checkpoint import checkpoint_identity
 
     identity = checkpoint_identity(run_dir, step)
-    return None if identity is None else decoding_cache.cache_path(identity, decoding_config(cfg))
+    return None if identity is None else decoding_cache.cache_path(identity, decoding_config(cfg), weights)
 
 
-def _cached(run_dir: str, step: int, cfg: ModelConfig) -> tuple[ModelConfig, Any] | None:
+def _cached(run_dir: str, step: int, cfg: ModelConfig, weights: str) -> tuple[ModelConfig, Any] | None:
     """(decoding config, parameters) of checkpoint `step` from the decoding cache, or None."""
     from neo.infer import decoding_cache
     from neo.model.decode import decoding_config
 
-    path = _cache_path(run_dir, step, cfg)
+    path = _cache_path(run_dir, step, cfg, weights)
     params = None if path is None else decoding_cache.read(path)
     return None if params is None else (decoding_config(cfg), params)
 
@@ -183,7 +193,7 @@ def sample_texts(
     seed: int = 0,
     stop_at_eos: bool = True,
     on_text: Callable[[int, str], None] | None = None,
-    weights: str = "float32",
+    weights: str | None = None,
 ) -> list[str]:
     """Continuations of each prompt (text only, prompt excluded). `on_text(row, piece)` streams new text."""
     from neo.model.decode import generate

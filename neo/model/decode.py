@@ -286,7 +286,7 @@ def generate(
     mesh: Mesh | None = None,
     rules: Rules | None = None,
     vocab_size: int | None = None,
-    weights: str = "float32",
+    weights: str | None = None,
 ) -> list[list[int]]:
     """Continue each prompt; returns the new tokens per prompt (an emitted `eos_id` ends a row and is not included).
 
@@ -294,15 +294,15 @@ def generate(
     `mesh` and `rules`, the model runs sharded as the rules say (greedy output equals the single-device one).
     `vocab_size` (the tokenizer's) keeps the ids a model's padded vocabulary has beyond it from ever being chosen.
     `weights` (float32 | bfloat16 | int8) is how the dense weights and the embedding are stored while decoding
-    (see `neo.model.quantize`; one device only for now).
+    (see `neo.model.quantize`; one device only for now); None: as `params` hold them.
     """
     longest = _check_request(cfg, prompts, max_new_tokens, temperature, top_k, top_p)
     if max_new_tokens == 0:
         return [[] for _ in prompts]
-    if weights != "float32" and mesh is not None:
+    if weights not in (None, "float32") and mesh is not None:
         raise ConfigError(f"--weights {weights} decodes on one device for now; drop --mesh or use --weights float32")
     cfg, params = for_decoding(cfg, nn.meta.unbox(params))
-    params = quantize_params(params, weights)
+    params = params if weights is None else quantize_params(params, weights)
     rows = len(prompts)
     multiple = batch_multiple(mesh, rules)
     batch, width = -(-rows // multiple) * multiple, bucket(longest)  # dummy rows fill a sharded batch

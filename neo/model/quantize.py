@@ -85,7 +85,10 @@ def quantize_params(params: Any, weights: str) -> Any:
     """Decoding-layout params with their dense weights and embedding stored as `weights` says (float32: as is)."""
     if weights not in WEIGHT_DTYPES:
         raise ConfigError(f"--weights {weights!r} is not one of: {', '.join(WEIGHT_DTYPES)}")
-    if weights == "float32":
+    held = held_as(params)
+    if held != "float32" or weights == "float32":  # already converted (e.g. read so from the decoding cache)
+        if held != weights:
+            raise ConfigError(f"these parameters are held as {held}; they cannot be decoded as --weights {weights}")
         return params
 
     def convert(path: tuple[Any, ...], leaf: jax.Array) -> Any:
@@ -97,6 +100,16 @@ def quantize_params(params: Any, weights: str) -> Any:
         return quantize_int8(leaf, _IN_AXES.get(name, 1))
 
     return jax.jit(lambda p: jax.tree_util.tree_map_with_path(convert, p))(params)
+
+
+def held_as(params: Any) -> str:
+    """How `params` hold their dense weights: float32 (as trained, whatever the dtype), bfloat16 or int8."""
+    kinds = {type(node) for node in jax.tree.leaves(params, is_leaf=_is_low_bit) if _is_low_bit(node)}
+    return "bfloat16" if Bf16Weight in kinds else "int8" if Int8Weight in kinds else "float32"
+
+
+def _is_low_bit(node: Any) -> bool:
+    return isinstance(node, (Bf16Weight, Int8Weight))
 
 
 def weight_bytes(params: Any) -> int:

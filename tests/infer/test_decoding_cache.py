@@ -109,3 +109,33 @@ def test_a_newer_step_is_restored_not_served_from_the_older_steps_file(tmp_path:
     (run / "checkpoints" / f"{int(step.name) + 9}.orbax-checkpoint-tmp-1").mkdir()  # and an unfinished one
     load_for_sampling(run, decoding=True)
     assert len(list(cache_dir.glob("*.safetensors"))) == 2
+
+
+@pytest.mark.parametrize("weights", ["bfloat16", "int8"])
+def test_quantized_weights_are_kept_apart_and_read_back_quantized(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, weights: str
+) -> None:
+    from neo.model.quantize import held_as, quantize_params
+
+    run = _run(tmp_path / "run", seed=3)
+    expected_cfg, restored = _restored(run)
+    expected = quantize_params(restored, weights)
+    plain = load_for_sampling(run, decoding=True)  # float32: a file of its own
+    first = load_for_sampling(run, decoding=True, weights=weights)
+    files = list(cache_dir.glob("*.safetensors"))
+    assert len(files) == 2 and held_as(plain.params) == "float32" and held_as(first.params) == weights
+    monkeypatch.setattr("neo.train.checkpoint.Checkpoints", lambda *a, **k: pytest.fail("restored, not read"))
+    second = load_for_sampling(run, decoding=True, weights=weights)
+    assert held_as(second.params) == weights and _equal(second.params, expected)
+    assert sum(f.stat().st_size for f in files) < 2 * max(f.stat().st_size for f in files)  # one file is smaller
+    prompts = [[2, 3, 4], [5]]
+    greedy = generate(expected_cfg, restored, prompts, max_new_tokens=6, temperature=0, weights=weights)
+    assert generate(second.model, second.params, prompts, max_new_tokens=6, temperature=0) == greedy  # as held
+    with pytest.raises(Exception, match="held as"):  # another kind than the params hold is refused
+        generate(
+            second.model,
+            second.params,
+            prompts,
+            max_new_tokens=1,
+            weights="float32" if weights != "float32" else "int8",
+        )

@@ -131,7 +131,7 @@ def write(path: Path, params: Any) -> None:
 
 
 def _flat(params: Any) -> dict[str, np.ndarray]:
-    """ "a/b/c" name -> array; a quantized weight's fields as "name/Int8Weight.q" and so on (`_rebuilt` reads them)."""
+    """Each array by its "a/b/c" name; a quantized weight's fields as "name/Int8Weight.q" and so on (`_rebuilt`)."""
     import jax
 
     from neo.model.quantize import Bf16Weight, Int8Weight

@@ -84,15 +84,12 @@ def dense(x: jax.Array, w: jax.Array | LowBitWeight, spec: str, cfg: ModelConfig
     xs, ws = spec.split("->")[0].split(",")
     n_in = len(set(xs) & set(ws))
     lead = x.shape[: x.ndim - n_in]
-    outs = _stored(w).shape[: _stored(w).ndim - n_in]
+    stored = w.stored if isinstance(w, (Int8Weight, Bf16Weight)) else w
+    outs = stored.shape[: stored.ndim - n_in]
     rows, x2 = math.prod(lead), x.reshape(math.prod(lead), -1)
     w2 = w.matrix(n_in) if isinstance(w, (Int8Weight, Bf16Weight)) else w.reshape(math.prod(outs), -1)
     y = rows_times_weight(x2, w2) if rows <= FEW_ROWS else many_rows_times_weight(x2, w2)
     return y.reshape(*lead, *outs)
-
-
-def _stored(w: jax.Array | LowBitWeight) -> jax.Array:
-    return w.q if isinstance(w, Int8Weight) else w.w if isinstance(w, Bf16Weight) else w
 
 
 def embed(table: jax.Array | LowBitWeight, ids: jax.Array, cfg: ModelConfig) -> jax.Array:

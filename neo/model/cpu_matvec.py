@@ -45,14 +45,10 @@ def handles(x: jax.Array, w: object) -> bool:
 
 def rows_times(x: jax.Array, w: Int8Weight | Bf16Weight) -> jax.Array:
     """x [n, k] float32 times a weight stored [o, k]: [n, o] float32 (see `handles`)."""
-    out = jax.ShapeDtypeStruct((x.shape[0], _stored(w).shape[0]), jnp.float32)
+    out = jax.ShapeDtypeStruct((x.shape[0], w.stored.shape[0]), jnp.float32)
     if isinstance(w, Int8Weight):
         return jax.ffi.ffi_call(INT8, out)(x, w.q, w.scale)
     return jax.ffi.ffi_call(BF16, out)(x, w.w)
-
-
-def _stored(w: Int8Weight | Bf16Weight) -> jax.Array:
-    return w.q if isinstance(w, Int8Weight) else w.w
 
 
 @functools.cache

@@ -32,6 +32,10 @@ class Bf16Weight(NamedTuple):
 
     w: jax.Array
 
+    @property
+    def stored(self) -> jax.Array:
+        return self.w
+
     def widened(self, dtype: Any = jnp.float32) -> jax.Array:
         return self.w.astype(dtype)
 
@@ -49,6 +53,10 @@ class Int8Weight(NamedTuple):
 
     q: jax.Array
     scale: jax.Array
+
+    @property
+    def stored(self) -> jax.Array:
+        return self.q
 
     def widened(self, dtype: Any = jnp.float32) -> jax.Array:
         return self.q.astype(dtype) * self.scale.reshape(*self.scale.shape, *(1,) * (self.q.ndim - self.scale.ndim))

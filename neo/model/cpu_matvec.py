@@ -57,9 +57,7 @@ def ready() -> bool:
     if os.environ.get("NEO_CPU_KERNELS", "1") == "0":
         return False
     try:
-        library = ctypes.CDLL(str(_build()))
-        for name, symbol in ((INT8, library.NeoRowsTimesInt8), (BF16, library.NeoRowsTimesBf16)):
-            jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(symbol), platform="cpu")
+        _register(_build())
     except (OSError, subprocess.SubprocessError, AttributeError) as e:
         warnings.warn(
             f"neo: could not build its CPU kernel for int8/bfloat16 weights ({e}); decoding falls back "
@@ -68,6 +66,20 @@ def ready() -> bool:
         )
         return False
     return True
+
+
+_REGISTERED: list[Path] = []
+
+
+def _register(library: Path) -> None:
+    """Register the targets once per process: XLA refuses a second handler under a name (a build in another cache
+    directory is the same code at other addresses)."""
+    if _REGISTERED:
+        return
+    loaded = ctypes.CDLL(str(library))
+    for name, symbol in ((INT8, loaded.NeoRowsTimesInt8), (BF16, loaded.NeoRowsTimesBf16)):
+        jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(symbol), platform="cpu")
+    _REGISTERED.append(library)
 
 
 def _build() -> Path:

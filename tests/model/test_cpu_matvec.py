@@ -90,6 +90,21 @@ def test_without_a_working_compiler_decoding_falls_back_with_one_warning(
     assert not cpu_matvec.ready()
 
 
+@needs_compiler
+def test_a_build_in_another_cache_directory_keeps_the_kernel_already_registered(
+    rebuilt: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cpu_matvec.ready()
+    monkeypatch.setenv("NEO_CACHE_DIR", str(tmp_path))  # e.g. a test's own cache: the same code at other addresses
+    cpu_matvec.ready.cache_clear()
+    assert cpu_matvec.ready() and len(list((tmp_path / "kernels").glob("*.so"))) == 1
+    x = np.ones((1, 8), np.float32)
+    int8, _ = _weights(4, 8, seed=0)
+    np.testing.assert_allclose(
+        np.asarray(jax.jit(cpu_matvec.rows_times)(x, int8)), x @ np.asarray(int8.widened()).T, rtol=1e-6
+    )
+
+
 def test_float32_weights_never_take_the_kernel() -> None:
     x = np.ones((1, 8), np.float32)
     assert not cpu_matvec.handles(x, np.ones((4, 8), np.float32))

@@ -32,7 +32,7 @@ from neo.errors import ConfigError
 from neo.model.attention import CACHE_AXES, Cache, write_cache
 from neo.model.common import dtype_of
 from neo.model.config import DecodingConfig, ModelConfig
-from neo.model.quantize import quantize_params
+from neo.model.quantize import held_as, quantize_params
 from neo.model.transformer import GPTNeo
 from neo.parallel.layout import Rules, axis_ways
 from neo.parallel.mesh import placement
@@ -299,8 +299,9 @@ def generate(
     longest = _check_request(cfg, prompts, max_new_tokens, temperature, top_k, top_p)
     if max_new_tokens == 0:
         return [[] for _ in prompts]
-    if weights not in (None, "float32") and mesh is not None:
-        raise ConfigError(f"--weights {weights} decodes on one device for now; drop --mesh or use --weights float32")
+    held = weights or held_as(params)
+    if held != "float32" and mesh is not None:
+        raise ConfigError(f"--weights {held} decodes on one device for now; drop --mesh or use --weights float32")
     cfg, params = for_decoding(cfg, nn.meta.unbox(params))
     params = params if weights is None else quantize_params(params, weights)
     rows = len(prompts)

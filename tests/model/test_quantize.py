@@ -71,3 +71,15 @@ def test_generate_with_quantized_weights_decodes_and_int8_follows_float32_greedy
         assert [len(row) for row in out] == [8, 8]
         agree = sum(a == b for row, ref in zip(out, exact, strict=True) for a, b in zip(row, ref, strict=True))
         assert agree >= 14, (weights, out, exact)  # greedy may part ways late, on a near tie; not from the start
+
+
+def test_params_held_quantized_refuse_a_mesh_in_one_line() -> None:
+    from jax.sharding import AxisType
+
+    from neo.errors import ConfigError
+
+    cfg = small()
+    dcfg, dparams = for_decoding(cfg, params_for(cfg))
+    mesh = jax.make_mesh((8,), ("x",), axis_types=(AxisType.Auto,))
+    with pytest.raises(ConfigError, match="--weights int8 decodes on one device"):  # held so, though not asked for
+        generate(dcfg, quantize_params(dparams, "int8"), [[1, 2]], max_new_tokens=2, mesh=mesh, rules=())

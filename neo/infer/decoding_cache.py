@@ -75,11 +75,11 @@ def _nested(tensors: dict[str, np.ndarray]) -> dict[str, Any]:
 
 def _rebuilt(node: Any) -> Any:
     """A dict of "Kind.field" entries (how `write` names a quantized weight's fields) as that weight."""
-    from neo.model.quantize import Bf16Weight, Int8Weight
+    from neo.model.quantize import LOW_BIT_KINDS
 
     if not isinstance(node, dict):
         return node
-    kinds = {kind.__name__: kind for kind in (Bf16Weight, Int8Weight)}
+    kinds = {kind.__name__: kind for kind in LOW_BIT_KINDS}
     named = {key.partition(".")[0] for key in node}
     if len(named) == 1 and (kind := kinds.get(named.pop())) is not None:
         return kind(**{key.partition(".")[2]: value for key, value in node.items()})
@@ -134,14 +134,12 @@ def _flat(params: Any) -> dict[str, np.ndarray]:
     """Each array by its "a/b/c" name; a quantized weight's fields as "name/Int8Weight.q" and so on (`_rebuilt`)."""
     import jax
 
-    from neo.model.quantize import Bf16Weight, Int8Weight
+    from neo.model.quantize import is_low_bit
 
     flat = {}
-    for keys, leaf in jax.tree_util.tree_flatten_with_path(
-        params, is_leaf=lambda n: isinstance(n, (Bf16Weight, Int8Weight))
-    )[0]:
+    for keys, leaf in jax.tree_util.tree_flatten_with_path(params, is_leaf=is_low_bit)[0]:
         name = "/".join(str(key.key) for key in keys)
-        if isinstance(leaf, (Bf16Weight, Int8Weight)):
+        if is_low_bit(leaf):
             flat.update({f"{name}/{type(leaf).__name__}.{f}": np.asarray(v) for f, v in leaf._asdict().items()})
         else:
             flat[name] = np.asarray(leaf)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from neo.model import cpu_matvec
 from neo.model.config import ModelConfig, resolve_precision
 from neo.model.kernels import kernels_for, target_platform
-from neo.model.quantize import Bf16Weight, Int8Weight, LowBitWeight
+from neo.model.quantize import Bf16Weight, Int8Weight, LowBitWeight, is_low_bit
 
 Initializer = Callable[..., jax.Array]
 FEW_ROWS = 64  # products with at most this many rows (decoding) take the `rows_times_weight` form
@@ -49,7 +49,7 @@ def param(
     """A parameter boxed with its logical axis names, returned cast to the activation dtype (a low-precision decoding
     weight, `neo.model.quantize`, is returned as is: `dense`, `embed` and the logits widen it where it is used)."""
     value = module.param(name, nn.with_logical_partitioning(init, tuple(axes)), tuple(shape), dtype_of(cfg.param_dtype))
-    if isinstance(value, (Int8Weight, Bf16Weight)):
+    if is_low_bit(value):
         return value
     return jnp.asarray(value, dtype_of(cfg.precision))
 
@@ -84,17 +84,17 @@ def dense(x: jax.Array, w: jax.Array | LowBitWeight, spec: str, cfg: ModelConfig
     xs, ws = spec.split("->")[0].split(",")
     n_in = len(set(xs) & set(ws))
     lead = x.shape[: x.ndim - n_in]
-    stored = w.stored if isinstance(w, (Int8Weight, Bf16Weight)) else w
+    stored = w.stored if is_low_bit(w) else w
     outs = stored.shape[: stored.ndim - n_in]
     rows, x2 = math.prod(lead), x.reshape(math.prod(lead), -1)
-    w2 = w.matrix(n_in) if isinstance(w, (Int8Weight, Bf16Weight)) else w.reshape(math.prod(outs), -1)
+    w2 = w.matrix(n_in) if is_low_bit(w) else w.reshape(math.prod(outs), -1)
     y = rows_times_weight(x2, w2) if rows <= FEW_ROWS else many_rows_times_weight(x2, w2)
     return y.reshape(*lead, *outs)
 
 
 def embed(table: jax.Array | LowBitWeight, ids: jax.Array, cfg: ModelConfig) -> jax.Array:
     """Rows `ids` of an embedding table [vocab, embd], in the activation dtype."""
-    if isinstance(table, (Int8Weight, Bf16Weight)):
+    if is_low_bit(table):
         return table.rows(ids, dtype_of(cfg.precision))
     return table[ids]
 

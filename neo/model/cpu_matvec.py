@@ -15,7 +15,6 @@ off.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import hashlib
@@ -30,7 +29,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from neo.model.quantize import Bf16Weight, Int8Weight
+from neo.model.quantize import Bf16Weight, Int8Weight, is_low_bit
 
 SOURCE = Path(__file__).with_suffix(".cc")
 INT8, BF16 = "neo_rows_times_int8", "neo_rows_times_bf16"  # the custom-call targets
@@ -39,8 +38,7 @@ DISABLED_CHECKS = tuple(jax.export.DisabledSafetyCheck.custom_call(name) for nam
 
 def handles(x: jax.Array, w: object) -> bool:
     """Whether `rows_times(x, w)` runs the kernel: a low-precision weight, float32 rows, a CPU, a kernel built."""
-    low_bit = isinstance(w, (Int8Weight, Bf16Weight))
-    return low_bit and x.dtype == jnp.float32 and jax.default_backend() == "cpu" and ready()
+    return is_low_bit(w) and x.dtype == jnp.float32 and jax.default_backend() == "cpu" and ready()
 
 
 def rows_times(x: jax.Array, w: Int8Weight | Bf16Weight) -> jax.Array:
@@ -84,7 +82,7 @@ def _register(library: Path) -> None:
 
 def _build() -> Path:
     """The kernel's shared library for this machine, compiled now unless an earlier process did."""
-    from neo.storage import cache_dir
+    from neo.storage import cache_dir, write_atomic
 
     compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
     if compiler is None:
@@ -97,18 +95,14 @@ def _build() -> Path:
     target = cache_dir() / "kernels" / f"cpu_matvec-{key}.so"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so.tmp")
-    os.close(fd)
-    try:
-        done = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300)
+    with tempfile.TemporaryDirectory() as scratch:
+        built = Path(scratch) / target.name
+        command = [compiler, *flags, str(SOURCE), "-o", str(built)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             lines = done.stderr.strip().splitlines() or ["no output"]
             raise OSError(f"{Path(compiler).name} failed: " + next((x for x in lines if "error" in x), lines[0]))
-        os.replace(tmp, target)  # atomic: a concurrent build of the same key writes the same bytes
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        write_atomic(target, built.read_bytes())  # a concurrent build of the same key writes the same bytes
     return target
 
 

@@ -71,7 +71,8 @@ class Int8Weight(NamedTuple):
 
 
 LowBitWeight = Bf16Weight | Int8Weight  # what `quantize_params` makes of a dense weight or the embedding
-for _kind in (Bf16Weight, Int8Weight):  # decoding programs over them are kept on disk (`neo.infer.program_cache`)
+LOW_BIT_KINDS = (Bf16Weight, Int8Weight)
+for _kind in LOW_BIT_KINDS:  # decoding programs over them are kept on disk (`neo.infer.program_cache`)
     jax.export.register_namedtuple_serialization(_kind, serialized_name=f"neo.{_kind.__name__}")
 
 
@@ -112,12 +113,13 @@ def quantize_params(params: Any, weights: str) -> Any:
 
 def held_as(params: Any) -> str:
     """How `params` hold their dense weights: float32 (as trained, whatever the dtype), bfloat16 or int8."""
-    kinds = {type(node) for node in jax.tree.leaves(params, is_leaf=_is_low_bit) if _is_low_bit(node)}
+    kinds = {type(node) for node in jax.tree.leaves(params, is_leaf=is_low_bit) if is_low_bit(node)}
     return "bfloat16" if Bf16Weight in kinds else "int8" if Int8Weight in kinds else "float32"
 
 
-def _is_low_bit(node: Any) -> bool:
-    return isinstance(node, (Bf16Weight, Int8Weight))
+def is_low_bit(node: Any) -> bool:
+    """Whether `node` is a weight `quantize_params` made (bfloat16 or int8)."""
+    return isinstance(node, LOW_BIT_KINDS)
 
 
 def weight_bytes(params: Any) -> int:

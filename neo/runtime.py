@@ -60,16 +60,18 @@ def reexec_with_huge_pages() -> None:
 
 def persistent_compilation_cache() -> None:
     """Compiled XLA programs are kept on disk (under `cache_dir()`, which NEO_CACHE_DIR moves), so a repeated
-    `neo sample`/`neo train` skips recompilation. Set through JAX's environment, which it reads when imported."""
+    `neo sample`/`neo train` skips recompilation. Every program is kept, however quick its compile: with a 0.5 s
+    threshold `neo sample`'s small programs (its cache writes, ~0.3 s each) compiled again in every process.
+    Set through JAX's environment, which it reads when imported."""
     from neo.storage import cache_dir
 
     os.environ["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir() / "xla")
-    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     if "jax" in sys.modules:  # imported already (the CLI run in-process, as tests do): too late for the environment
         import jax
 
         jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def prepare_aot() -> None:

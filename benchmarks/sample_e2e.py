@@ -6,7 +6,9 @@ the two in each round: the time to the first new token (`--max-new-tokens 1`) an
 the end of the text not stopped at EOS, each a fresh process, the wall time from launch to exit. neo's persistent
 compilation cache and its decoding-layout cache (`neo.infer.decoding_cache`) are warmed by one untimed run first:
 what a user has after the first `neo sample` of a checkpoint. Both decode the same prompt to the same number of
-tokens (checked). `--weights float32,int8` also runs `neo sample --weights int8` (and so on) in each round.
+tokens (checked). `--weights float32,int8` also runs `neo sample --weights int8` (and so on) in each round. The
+decoding rate of each command is its extra tokens over its extra wall time (256-token run less 1-token run, per
+round): start-up, load and prefill cancel out.
 
     python benchmarks/sample_e2e.py [--rounds 3] [--new 256] [--workdir DIR] [--weights float32,bfloat16,int8]
 """
@@ -122,6 +124,14 @@ def main() -> None:
                 if text != outputs["transformers"]:
                     print(f"  note: the texts differ ({name} {len(text)} chars, transformers "
                           f"{len(outputs['transformers'])})")  # fmt: skip
+    names = [name_of(kind) for kind in kinds] + ["transformers"]
+    rates = {n: [(args.new - 1) / (b - a) for a, b in zip(results[(n, 1)], results[(n, args.new)], strict=True)]
+             for n in names}  # fmt: skip
+    for name in names:  # the decoding rate as the command delivers it: the extra tokens over the extra wall time
+        each = ", ".join(f"{r:.1f}" for r in rates[name])
+        ratio = statistics.median(rates[name]) / statistics.median(rates[names[0]])
+        print(f"decoding {name}: median {statistics.median(rates[name]):.1f} tokens/s ({each}), "
+              f"{ratio:.2f}x {names[0]}")  # fmt: skip
     for new in (1, args.new):
         hf_s = statistics.median(results[("transformers", new)])
         for kind in kinds:

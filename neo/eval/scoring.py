@@ -25,7 +25,7 @@ from jax.sharding import Mesh, PartitionSpec
 
 from neo.model.common import constrain
 from neo.model.config import ModelConfig
-from neo.model.decode import batch_multiple, bucket
+from neo.model.decode import batch_multiple, bucket, padded_length
 from neo.model.transformer import GPTNeo, output_embedding
 from neo.parallel.layout import Rules
 from neo.parallel.mesh import placement
@@ -41,11 +41,9 @@ def model_inputs(context: Sequence[int], continuation: Sequence[int], n_ctx: int
 
 
 def width_for(length: int, n_ctx: int) -> int:
-    """The padded width of a batch whose longest row has `length` tokens, at most n_ctx: a power of two up to 64,
-    then a multiple of 64 up to 512, then of 256 (a few compiles per task; padding wastes at most ~1/3 past 64)."""
-    n = max(length, 1)
-    width = bucket(n) if n <= 64 else -(-n // 64) * 64 if n <= 512 else -(-n // 256) * 256
-    return min(width, n_ctx)
+    """The padded width of a batch whose longest row has `length` tokens, at most n_ctx (`padded_length`: a few
+    compiles per task)."""
+    return min(padded_length(max(length, 1)), n_ctx)
 
 
 _SCORERS: dict[Any, Callable] = {}

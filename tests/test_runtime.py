@@ -51,15 +51,17 @@ def test_reexec_runs_the_command_once_with_the_tunable() -> None:
 
 
 def test_the_cli_starts_without_jax_and_sets_its_cache_for_when_it_loads(tmp_path) -> None:
-    """`neo data`/`neo tokenizer` never pay JAX's import; the compilation cache is JAX's environment default."""
+    """`neo data`/`neo tokenizer` never pay JAX's import; the compilation cache is JAX's environment default, and it
+    keeps every program (a threshold left `neo sample`'s quick-to-compile programs compiling in every process)."""
     code = (
         "import os, sys; import neo.cli.app; print('jax' in sys.modules); "
-        "import jax; print(jax.config.jax_compilation_cache_dir)"
+        "import jax; print(jax.config.jax_compilation_cache_dir); "
+        "print(jax.config.jax_persistent_cache_min_compile_time_secs)"
     )
     env = {**os.environ, "NEO_CACHE_DIR": str(tmp_path)}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.splitlines() == ["False", str(tmp_path / "xla")]
+    assert out.splitlines() == ["False", str(tmp_path / "xla"), "0.0"]
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from neo.model import decode
 from neo.model.decode import for_decoding, forward_fn, generate, init_cache, sample_logits, seed_key
 from tests.model.conftest import logits_fn, params_for, small
 
@@ -38,6 +39,16 @@ def test_cached_logits_equal_full_forward_with_left_padding(changes: dict) -> No
         logits, cache = forward(params, *step, cache, jnp.int32(t + pad))
         errors.append(np.abs(np.asarray(logits) - full[:, t]).max())
     assert max(errors) < 1e-5
+
+
+def test_the_kv_cache_is_rounded_to_multiples_of_64_not_to_a_power_of_two(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every step reads every slot of a global layer's cache: 8 prompt slots and 130 new tokens need 192, not 256."""
+    lengths: list[int] = []
+    placed = decode.placed_cache
+    monkeypatch.setattr(decode, "placed_cache", lambda cfg, b, n, *a: lengths.append(n) or placed(cfg, b, n, *a))
+    cfg = small(n_ctx=256)
+    assert len(generate(cfg, params_for(cfg), [[1, 2, 3]], max_new_tokens=130, temperature=0)[0]) == 130
+    assert lengths == [192]
 
 
 def test_local_cache_holds_only_the_window() -> None:

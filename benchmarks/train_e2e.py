@@ -18,6 +18,7 @@ The implementations take turns for `--rounds` rounds; each round is printed, wit
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import shutil
@@ -143,6 +144,11 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/neo_train_e2e"))
     parser.add_argument("--torch-one", help=argparse.SUPPRESS)  # internal: one baseline measurement
     args = parser.parse_args()
+    # neo's modules byte-compiled once, as `pip install` does: an editable install run with PYTHONDONTWRITEBYTECODE
+    # (set on some machines) would compile them again in every timed process, which no installed user pays
+    import neo
+
+    compileall.compile_dir(Path(neo.__file__).parent, quiet=1)
     if args.torch_one:
         print(json.dumps(torch_loop(args.torch_one, args.steps)))
         return

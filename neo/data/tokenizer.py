@@ -7,7 +7,6 @@ documents from the corpus reader, so memory stays bounded by the BPE statistics,
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -150,7 +149,7 @@ def load_tokenizer(spec: str | os.PathLike[str]) -> Tokenizer:
             raise DataError(f"{spec} holds no {TOKENIZER_FILE}; train one with `neo tokenizer train` or pass its path")
     if storage.isfile(path):
         try:
-            return Tokenizer.from_str(storage.read_text(path))
+            return Tokenizer.from_buffer(storage.read_bytes(path))
         except Exception as exc:
             raise DataError(
                 f"{path} is not a valid tokenizer.json ({exc}); pass a file written by tokenizers"
@@ -179,9 +178,9 @@ def tokenizer_json(tok: Tokenizer) -> str:
 
 
 def fingerprint(tok: Tokenizer) -> str:
-    """A short hash of the tokenizer's full definition, to detect a resume with a different tokenizer."""
-    canonical = json.dumps(json.loads(tok.to_str()), sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    """A short hash of the tokenizer's full definition, to detect a resume with a different tokenizer. `to_str()` is
+    already canonical (vocabulary and added tokens in id order, fields in a fixed order)."""
+    return hashlib.sha256(tok.to_str().encode()).hexdigest()[:16]
 
 
 def copy_tokenizer(tok: Tokenizer, out_dir: str | os.PathLike[str]) -> str:

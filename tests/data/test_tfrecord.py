@@ -14,6 +14,7 @@ from neo.data.tfrecord import (
     _varint,
     decode_examples,
     decode_varints,
+    encode_varint_rows,
     encode_varints,
     read_records,
     serialize_tokens,
@@ -44,6 +45,19 @@ def test_varints_round_trip_including_wide_and_negative_values() -> None:
     # byte for byte what the one-value encoder writes, on either side of the 32-bit fast path
     for part in (values[(values >= 0) & (values < 2**32)], values[values >= 0]):
         assert encode_varints(part) == b"".join(_varint(int(v)) for v in part)
+
+
+def test_rows_are_written_as_record_by_record(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    rows = rng.integers(0, 2**20, (40, 2049)).astype(np.int32)
+    rows[5] = 0  # a row of one-byte varints among wider ones
+    rows[6, :3] = [127, 128, 2**28]
+    assert encode_varint_rows(rows) == [encode_varints(r) for r in rows]
+    writer = ShardWriter(tmp_path / "rows.tfrecords")
+    writer.write_rows(rows)
+    writer.write_rows(rows[:0])
+    writer.commit()
+    assert (tmp_path / "rows.tfrecords").read_bytes() == _write(tmp_path / "each.tfrecords", list(rows)).read_bytes()
 
 
 def test_examples_match_tensorflow_serialization_both_ways() -> None:

@@ -104,3 +104,15 @@ def test_gpt2_offline_fails_fast_with_hint(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(DataError, match=r"pass a local tokenizer.json"):
         tokmod.load_tokenizer("gpt2")
     assert time.perf_counter() - start < 10
+
+
+def test_fingerprint_follows_the_definition_not_the_formatting(tmp_path: Path, corpus: Path) -> None:
+    train_tokenizer([corpus], tmp_path / "a", vocab_size=300)
+    path = tmp_path / "a" / "tokenizer.json"
+    tok = load_tokenizer(path)
+    (tmp_path / "compact.json").write_text(tok.to_str())
+    (tmp_path / "pretty.json").write_text(tok.to_str(pretty=True))
+    prints = {tokmod.fingerprint(load_tokenizer(tmp_path / name)) for name in ("compact.json", "pretty.json")}
+    assert prints == {tokmod.fingerprint(tok)}
+    train_tokenizer([corpus], tmp_path / "b", vocab_size=280)
+    assert tokmod.fingerprint(load_tokenizer(tmp_path / "b")) not in prints

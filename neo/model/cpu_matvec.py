@@ -33,6 +33,10 @@ from neo.model.quantize import Bf16Weight, Int8Weight, is_low_bit
 
 SOURCE = Path(__file__).with_suffix(".cc")
 INT8, BF16 = "neo_rows_times_int8", "neo_rows_times_bf16"  # the custom-call targets
+# the most rows a prefill sends to the kernel: its tiles re-read x for every 4 weight rows, 1.2x XLA's time at 128
+# rows, 1.3x at 256, 1.8x at 512 once XLA's widened weights are in place; up to 256 that costs less than the
+# widening a fresh process pays (benchmarks/README.md)
+MAX_ROWS = 256
 DISABLED_CHECKS = tuple(jax.export.DisabledSafetyCheck.custom_call(name) for name in (INT8, BF16))
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from neo.model import cpu_matvec
+from neo.model.common import FEW_ROWS, many_rows_times_weight
 from neo.model.config import ModelConfig
 from neo.model.decode import for_decoding, greedy_choice
 from neo.model.quantize import Bf16Weight, Int8Weight, quantize_int8, quantize_params
@@ -68,6 +69,20 @@ def test_decoding_calls_the_kernel_and_matches_xla_s_product(weights: str, monke
     assert target not in forward.lower(quantized, tokens).as_text()
     xla = np.asarray(forward(quantized, tokens))
     np.testing.assert_allclose(kernel, xla, rtol=0, atol=1e-5 * np.abs(xla).max())
+
+
+@needs_compiler
+def test_a_prefill_of_up_to_max_rows_reads_the_weight_at_its_own_width() -> None:
+    """Past FEW_ROWS a prefill still takes the kernel up to MAX_ROWS rows (XLA would widen the whole weight to
+    float32 in fresh buffers); beyond, XLA's product."""
+    for w in _weights(96, 64, seed=3):
+        target = cpu_matvec.INT8 if isinstance(w, Int8Weight) else cpu_matvec.BF16
+        for rows in (FEW_ROWS + 16, cpu_matvec.MAX_ROWS, cpu_matvec.MAX_ROWS + 1):
+            x = np.random.default_rng(rows).standard_normal((rows, 64)).astype(np.float32)
+            product = jax.jit(many_rows_times_weight)
+            assert (target in product.lower(x, w).as_text()) == (rows <= cpu_matvec.MAX_ROWS)
+            want = x @ np.asarray(w.widened(), np.float64).T
+            np.testing.assert_allclose(np.asarray(product(x, w)), want, rtol=0, atol=1e-5 * np.abs(want).max())
 
 
 def _forward(cfg: ModelConfig) -> Any:

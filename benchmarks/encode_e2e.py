@@ -14,7 +14,6 @@ Goal (issue 20): neo ≥ 0.9× raw's tokens/s.
 from __future__ import annotations
 
 import argparse
-import compileall
 import os
 import shutil
 import statistics
@@ -23,6 +22,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from as_installed import byte_compile_neo
 
 RAW_SCRIPT = """
 import io, json, sys
@@ -61,11 +62,7 @@ def main() -> None:
     parser.add_argument("--mode", default="chunks", choices=["documents", "chunks"])
     parser.add_argument("--vocab-size", type=int, default=32000)
     args = parser.parse_args()
-    # neo's modules byte-compiled once, as `pip install` does: an editable install run with PYTHONDONTWRITEBYTECODE
-    # (set on some machines) would compile them again in every timed process, which no installed user pays
-    import neo
-
-    compileall.compile_dir(Path(neo.__file__).parent, quiet=1)
+    byte_compile_neo()
 
     sys.path.insert(0, str(Path(__file__).parent))
     from encode import write_corpus

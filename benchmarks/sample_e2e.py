@@ -16,7 +16,6 @@ round): start-up, load and prefill cancel out.
 from __future__ import annotations
 
 import argparse
-import compileall
 import os
 import statistics
 import subprocess
@@ -24,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from as_installed import byte_compile_neo
 
 PROMPT = (
     "The quick brown fox jumps over the lazy dog. In a shocking finding, scientists discovered a herd of unicorns "
@@ -91,11 +92,7 @@ def main() -> None:
     parser.add_argument("--workdir", help="keep the models here between runs (default: a fresh temp dir)")
     parser.add_argument("--weights", default="float32", help="neo sample --weights kinds to run, comma-separated")
     args = parser.parse_args()
-    # neo's modules byte-compiled once, as `pip install` does: an editable install run with PYTHONDONTWRITEBYTECODE
-    # (set on some machines) would compile them again in every timed process, which no installed user pays
-    import neo
-
-    compileall.compile_dir(Path(neo.__file__).parent, quiet=1)
+    byte_compile_neo()
     kinds = args.weights.split(",")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="neo-sample-e2e-"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,6 @@ The implementations take turns for `--rounds` rounds; each round is printed, wit
 from __future__ import annotations
 
 import argparse
-import compileall
 import json
 import os
 import shutil
@@ -27,6 +26,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from as_installed import byte_compile_neo
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -144,11 +145,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/neo_train_e2e"))
     parser.add_argument("--torch-one", help=argparse.SUPPRESS)  # internal: one baseline measurement
     args = parser.parse_args()
-    # neo's modules byte-compiled once, as `pip install` does: an editable install run with PYTHONDONTWRITEBYTECODE
-    # (set on some machines) would compile them again in every timed process, which no installed user pays
-    import neo
-
-    compileall.compile_dir(Path(neo.__file__).parent, quiet=1)
+    byte_compile_neo()
     if args.torch_one:
         print(json.dumps(torch_loop(args.torch_one, args.steps)))
         return

@@ -244,16 +244,10 @@ class _Writer:
         self.written: list[_ShardState] = []
 
     def _record(self, tokens: np.ndarray) -> None:
-        assert self.writer is not None and self.shard is not None
-        self.writer.write(tokens)
-        s, n = self.shard, len(tokens)
-        s.min_len = n if s.records == 0 else min(s.min_len, n)
-        s.max_len = max(s.max_len, n)
-        s.records += 1
-        s.tokens += n
+        self._records(tokens.reshape(1, -1))
 
     def _records(self, rows: np.ndarray) -> None:
-        """Each row as one record: the chunks of a batch, all `record_len` long."""
+        """Each row as one record (the chunks of a batch are all `record_len` long)."""
         assert self.writer is not None and self.shard is not None
         if not len(rows):
             return

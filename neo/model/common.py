@@ -119,11 +119,12 @@ def rows_times_weight(x: jax.Array, w: jax.Array | LowBitWeight, **dot_kwargs: A
 def many_rows_times_weight(x: jax.Array, w: jax.Array | LowBitWeight, **dot_kwargs: Any) -> jax.Array:
     """x [rows, in] @ w.T for a weight stored [out, in] and many rows (a prefill), by XLA.
 
-    A low-precision weight meets up to `cpu_matvec.MAX_ROWS` rows on CPU in neo's kernel instead: XLA would widen
-    every such weight to float32 in fresh buffers at each prefill (~370 MB for neo_125M, faulted in anew in every
-    process, and with huge pages compacted for: 0.2-1 s), where the kernel reads the weight at its own width.
+    A low-precision weight still meets the rows on CPU in neo's kernel where it takes them (up to
+    `cpu_matvec.MAX_ROWS`): XLA would widen every such weight to float32 in fresh buffers at each prefill (~370 MB for
+    neo_125M, faulted in anew in every process, and with huge pages compacted for: 0.2-1 s), where the kernel reads
+    the weight at its own width.
     """
-    if cpu_matvec.handles(x, w) and x.shape[0] <= cpu_matvec.MAX_ROWS:
+    if cpu_matvec.handles(x, w):
         return cpu_matvec.rows_times(x, w)
     if isinstance(w, Int8Weight):
         return many_rows_times_weight(x, w.q, **dot_kwargs) * w.scale

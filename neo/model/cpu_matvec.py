@@ -33,16 +33,23 @@ from neo.model.quantize import Bf16Weight, Int8Weight, is_low_bit
 
 SOURCE = Path(__file__).with_suffix(".cc")
 INT8, BF16 = "neo_rows_times_int8", "neo_rows_times_bf16"  # the custom-call targets
-# the most rows a prefill sends to the kernel: its tiles re-read x for every 4 weight rows, 1.2x XLA's time at 128
-# rows, 1.3x at 256, 1.8x at 512 once XLA's widened weights are in place; up to 256 that costs less than the
-# widening a fresh process pays (benchmarks/README.md)
+# the most rows the kernel takes (a decode step's few, or a short prefill's): its tiles re-read x for every 4 weight
+# rows, 1.2x XLA's time at 128 rows, 1.3x at 256, 1.8x at 512 once XLA's widened weights are in place; up to 256
+# that costs less than the widening a fresh process pays (benchmarks/README.md)
 MAX_ROWS = 256
 DISABLED_CHECKS = tuple(jax.export.DisabledSafetyCheck.custom_call(name) for name in (INT8, BF16))
 
 
 def handles(x: jax.Array, w: object) -> bool:
-    """Whether `rows_times(x, w)` runs the kernel: a low-precision weight, float32 rows, a CPU, a kernel built."""
-    return is_low_bit(w) and x.dtype == jnp.float32 and jax.default_backend() == "cpu" and ready()
+    """Whether `rows_times(x, w)` runs the kernel: a low-precision weight, at most MAX_ROWS float32 rows, a CPU, a
+    kernel built."""
+    return (
+        is_low_bit(w)
+        and x.dtype == jnp.float32
+        and x.shape[0] <= MAX_ROWS
+        and jax.default_backend() == "cpu"
+        and ready()
+    )
 
 
 def rows_times(x: jax.Array, w: Int8Weight | Bf16Weight) -> jax.Array:

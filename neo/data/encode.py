@@ -29,6 +29,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,13 @@ def _ids(encs: list[Encoding]) -> list[np.ndarray]:
     return [np.fromiter(e.ids, np.int32) for e in encs]
 
 
+def _ids_of(item: tuple[int, Future[tuple[list[Encoding], int]]]) -> tuple[int, list[np.ndarray], int]:
+    """(shard, ids per document, text bytes) of a finished tokenizer call; its encodings are freed on return."""
+    shard, call = item
+    encs, nbytes = call.result()
+    return shard, _ids(encs), nbytes
+
+
 def _tokenize(tok: Tokenizer, docs: list[str]) -> tuple[list[np.ndarray], int]:
     encs, nbytes = _encode(tok, docs)
     return _ids(encs), nbytes
@@ -116,10 +124,10 @@ def _tokenize_in_worker(docs: list[str]) -> tuple[list[np.ndarray], int]:
     return _tokenize(_worker_tok, docs)
 
 
-def _prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
-    """Run `items` in a background thread, a few ahead: reading and decompressing overlap with tokenization, which
+def _prefetch(items: Iterator[Any]) -> Iterator[Any]:
+    """Run `items` in a background thread, two ahead: reading and decompressing overlap with tokenization, which
     releases the GIL."""
-    q: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    q: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=2)
     stop = threading.Event()
 
     def produce() -> None:
@@ -138,7 +146,7 @@ def _prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
             q.put((False, exc))
         finally:
             close = getattr(items, "close", None)
-            if close is not None:  # a chained `_prefetch` stops its own thread now, not when garbage-collected
+            if close is not None:  # its files are closed now, not when garbage-collected
                 close()
 
     thread = threading.Thread(target=produce, daemon=True)
@@ -421,11 +429,20 @@ def _tokenized(
 ) -> Generator[tuple[int, list[np.ndarray], int], None, None]:
     """(shard index, token ids per document, text bytes) per batch, in order, never far ahead of the writer."""
     if workers == 1:
-        # reading, tokenizing (in a thread: `tokenizers` releases the GIL) and writing overlap; the ids leave the
-        # encodings here, in the writer's thread, so the tokenizer thread starts the next batch at once
-        encoded = _prefetch(((shard, *_encode(tok, docs)) for shard, docs in _prefetch(batches)), depth=1)
-        for shard, encs, nbytes in encoded:  # depth 1: a batch of encodings is ~20x its ids
-            yield shard, _ids(encs), nbytes
+        # reading, tokenizing and writing overlap (`tokenizers` releases the GIL). Two tokenizer calls are in flight:
+        # while one batch's last documents occupy one core, the next batch fills the other. The ids leave the
+        # encodings here, in the writer's thread, so no call waits on that work
+        calls = ThreadPoolExecutor(2, thread_name_prefix="neo-tokenize")
+        pending: deque[tuple[int, Future[tuple[list[Encoding], int]]]] = deque()
+        try:
+            for shard, docs in _prefetch(batches):
+                pending.append((shard, calls.submit(_encode, tok, docs)))
+                if len(pending) == 2:
+                    yield _ids_of(pending.popleft())
+            while pending:
+                yield _ids_of(pending.popleft())
+        finally:
+            calls.shutdown(wait=False, cancel_futures=True)  # an error or early close does not wait for the calls
         return
     ctx = mp.get_context("spawn")  # fork after tokenizers' thread pool started is unsafe
     with ctx.Pool(workers, initializer=_init_worker, initargs=(tok.to_str(),)) as pool:

@@ -8,6 +8,7 @@ import pytest
 import yaml
 from tokenizers import Tokenizer
 
+from neo.data import encode
 from neo.data.card import dataset_card
 from neo.data.encode import EncodeProgress, encode_dataset
 from neo.data.tfrecord import read_records
@@ -108,6 +109,21 @@ def test_same_records_whatever_the_worker_count(tmp_path: Path, word_tokenizer: 
     assert one.shards == two.shards and len(one.shards) == 5
     for shard in one.shards:
         assert (tmp_path / "one" / shard.file).read_bytes() == (tmp_path / "two" / shard.file).read_bytes()
+
+
+@pytest.mark.parametrize("mode", ["documents", "chunks"])
+def test_small_batches_give_the_same_records(
+    tmp_path: Path, word_tokenizer: Path, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two tokenizer calls are in flight at a time: with a batch every few documents, records keep stream order."""
+    corpus = _big_corpus(tmp_path / "c")
+    kw = dict(mode=mode, chunk_size=7, files_per=10_000)
+    encode_dataset([corpus], tmp_path / "whole", word_tokenizer, **kw)
+    monkeypatch.setattr(encode, "FIRST_BATCH_CHARS", 16)
+    monkeypatch.setattr(encode, "BATCH_CHARS", 100)
+    encode_dataset([corpus], tmp_path / "small", word_tokenizer, **kw)
+    assert records(tmp_path / "small") == records(tmp_path / "whole")
+    assert len(records(tmp_path / "whole")) > 100
 
 
 class Interrupt(Exception):

@@ -45,3 +45,16 @@ def test_a_bfloat16_forward_has_a_float32_loss_close_to_the_float32_one() -> Non
     # the activations really are bfloat16: the final hidden states the fused head loss reads
     features = GPTNeo(bf16).apply({"params": params}, batch[:, :-1], method=GPTNeo.features)
     assert features.dtype == jnp.bfloat16
+
+
+def test_the_train_step_asks_xla_cpu_for_512_bit_vectors_and_leaves_other_platforms_alone() -> None:
+    from types import SimpleNamespace
+
+    from jax.sharding import Mesh
+
+    from neo.train.step import compiler_options
+
+    cpu = Mesh(np.asarray(jax.devices("cpu")[:1]), ("data",))
+    assert compiler_options(cpu) == {"xla_cpu_prefer_vector_width": 512}
+    tpu = SimpleNamespace(devices=np.asarray([SimpleNamespace(platform="tpu")] * 4).reshape(2, 2))
+    assert compiler_options(tpu) is None  # type: ignore[arg-type]

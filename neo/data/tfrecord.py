@@ -423,12 +423,11 @@ class ShardWriter:
         self.bytes = 0  # the file's size so far
 
     def write(self, tokens: np.ndarray) -> None:
-        assert self._f is not None
-        self.bytes += self._f.write(frame(serialize_tokens(tokens)))
+        """One record of `tokens`."""
+        self.write_rows(np.asarray(tokens).reshape(1, -1))
 
     def write_rows(self, rows: np.ndarray) -> None:
-        """Each row of a 2-D array as one record, the same bytes as `write` row by row, vectorised over blocks of
-        rows (small enough to stay in cache)."""
+        """Each row of a 2-D array as one record, vectorised over blocks of rows (small enough to stay in cache)."""
         assert self._f is not None
         step = max(1, _BLOCK_VALUES // max(rows.shape[1], 1))
         for start in range(0, len(rows), step):

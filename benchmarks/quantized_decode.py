@@ -7,7 +7,9 @@ kind streams per token.
 
 Quality: a trained run (`--run`, with held-out data `--eval-dir`; by default the quickstart's, trained first when
 `--workdir` has none): the mean held-out cross-entropy of each kind over `--eval-seqs` sequences, through the same
-decoding-layout forward, and the first position where each kind's greedy text (64 tokens) parts from float32's.
+decoding-layout forward and again token by token through the KV cache as `neo sample` decodes (low-bit weights
+decode with a bfloat16 cache), and the first position where each kind's greedy text (64 tokens) parts from
+float32's.
 
     python benchmarks/quantized_decode.py [--rounds 3] [--new 128] [--workdir DIR | --run RUN --eval-dir DATA]
 """
@@ -65,7 +67,7 @@ def quality(run_dir: Path, eval_dir: Path, eval_seqs: int) -> None:
     import optax
 
     from neo.data.tfrecord import read_records
-    from neo.model.decode import for_decoding, generate
+    from neo.model.decode import for_decoding, forward_fn, generate, init_cache, kv_dtype, padded_length
     from neo.model.quantize import quantize_params
     from neo.model.transformer import GPTNeo
     from neo.train.checkpoint import load_run
@@ -82,17 +84,31 @@ def quality(run_dir: Path, eval_dir: Path, eval_seqs: int) -> None:
         logits = model.apply({"params": p}, batch[:, :-1])
         return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), batch[:, 1:]).mean()
 
+    def cached_loss(p: object, batch: np.ndarray) -> float:
+        """The same loss, each position's logits from a one-token decoding step over the cache so far."""
+        rows, forward = batch.shape[0], forward_fn(dcfg)
+        cache = init_cache(dcfg, rows, padded_length(n - 1), dtype=kv_dtype(dcfg, p))
+        ones, logits = np.ones((rows, 1), bool), []
+        for t in range(n - 1):
+            out, cache = forward(p, batch[:, t : t + 1], np.full((rows, 1), t, np.int32), ones, cache, np.int32(t))
+            logits.append(out)
+        stacked = jnp.stack(logits, axis=1).astype(jnp.float32)
+        return float(optax.softmax_cross_entropy_with_integer_labels(stacked, batch[:, 1:]).mean())
+
     print(f"run {run_dir} (step {step}), {len(seqs)} held-out sequences of {n - 1} tokens")
     prompt = [seqs[0][:16].tolist()]
-    losses, texts = {}, {}
+    losses, cached, texts = {}, {}, {}
     for kind in KINDS:
         held = quantize_params(dparams, kind)
         losses[kind] = float(np.mean([loss(held, seqs[i : i + 8]) for i in range(0, len(seqs), 8)]))
+        cached[kind] = float(np.mean([cached_loss(held, seqs[i : i + 32]) for i in range(0, len(seqs), 32)]))
         texts[kind] = generate(dcfg, held, prompt, max_new_tokens=64, temperature=0.0)[0]
     for kind in KINDS:
         parted = next((i for i, (a, b) in enumerate(zip(texts[kind], texts["float32"], strict=True)) if a != b), None)
-        print(f"{kind}: held-out loss {losses[kind]:.5f} ({100 * (losses[kind] / losses['float32'] - 1):+.3f}% vs "
-              f"float32); greedy 64 tokens {'identical' if parted is None else f'part at token {parted}'}")  # fmt: skip
+        rel, rel_cached = (100 * (x[kind] / x["float32"] - 1) for x in (losses, cached))
+        print(f"{kind}: held-out loss {losses[kind]:.5f} ({rel:+.3f}% vs float32), through the KV cache "
+              f"{cached[kind]:.5f} ({rel_cached:+.3f}%); greedy 64 tokens "
+              f"{'identical' if parted is None else f'part at token {parted}'}")  # fmt: skip
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ def sample_command(
         "float32",
         "--weights",
         help="How dense weights and the embedding are held while decoding: float32, bfloat16, or int8 (weight-only, "
-        "per-channel scales): 1/2 or 1/4 of the memory.",
+        "per-channel scales): 1/2 or 1/4 of the memory. With either of the last two the KV cache is bfloat16.",
     ),
 ) -> None:
     """Generate text. With --temperature 0 stdout is exactly the prompt followed by its greedy continuation.

@@ -8,10 +8,10 @@ and calls it under `jax.jit`, which only lowers the stored module, and XLA's com
 
 The key is everything the program depends on without tracing it: the function's name and static arguments, the tree
 structure, shapes and dtypes of its arguments, the model config, the source of the `neo` package, the JAX version,
-the JAX flags that change what is traced (64-bit types, default matmul precision) and whether neo's CPU kernel for
-low-precision weights (`neo.model.cpu_matvec`) is in it. `NEO_PROGRAM_CACHE=0` turns
-it off; only the newest `KEEP` files are kept under `NEO_CACHE_DIR/programs` (default `~/.cache/neo`). A file that
-cannot be read is traced again and replaced; a write that fails (a full or read-only disk) only loses the speed-up.
+the JAX flags that change what is traced (64-bit types, default matmul precision) and whether neo's CPU kernels for
+decoding (`neo.model.cpu_matvec`) are in it. `NEO_PROGRAM_CACHE=0` turns it off; only the newest `KEEP` files are
+kept under `NEO_CACHE_DIR/programs` (default `~/.cache/neo`). A file that cannot be read is traced again and replaced;
+a write that fails (a full or read-only disk) only loses the speed-up.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from typing import Any
 import jax
 
 from neo.model import cpu_matvec
-from neo.model.quantize import held_as
 
 FORMAT = "1"  # bump when the file layout changes
 KEEP = 64
@@ -64,7 +63,7 @@ class CachedProgram:
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), args)
         leaves, tree = jax.tree.flatten(abstract)
         signature = (tree, tuple((x.shape, x.dtype) for x in leaves), tuple(sorted(static.items())))
-        path = _path(self.name, self.context, (signature, _uses_cpu_kernel(args)))
+        path = _path(self.name, self.context, (signature, _uses_cpu_kernels()))
         exported = _read(path)
         if exported is None:
             program = jax.jit(functools.partial(self.fn, **static))
@@ -73,10 +72,11 @@ class CachedProgram:
         return exported.call(*args)
 
 
-def _uses_cpu_kernel(args: Any) -> bool:
-    """Whether neo's CPU kernel stands in for XLA's product in this program (low-precision weights on a CPU, the
-    kernel built): such a program calls it, so it is built and registered here before the program runs."""
-    return held_as(args) != "float32" and jax.default_backend() == "cpu" and cpu_matvec.ready()
+def _uses_cpu_kernels() -> bool:
+    """Whether neo's CPU kernels stand in for XLA's products in this program (on a CPU, the kernels built; the
+    attention over a KV cache uses them at every precision): such a program calls them, so they are built and
+    registered here before the program runs."""
+    return jax.default_backend() == "cpu" and cpu_matvec.ready()
 
 
 def _path(name: str, context: str, signature: Any) -> Path:

@@ -1,10 +1,14 @@
-// A few float32 rows times a low-precision weight on CPU: y [n, o] = x [n, k] . w [o, k]^T, with w held as int8
-// (times one float32 scale per output row) or as bfloat16. Built and registered by neo/model/cpu_matvec.py.
+// Products that batch-1 decoding streams from memory, on CPU, built and registered by neo/model/cpu_matvec.py:
+// - a few float32 rows times a low-precision weight: y [n, o] = x [n, k] . w [o, k]^T, with w held as int8 (times
+//   one float32 scale per output row) or as bfloat16;
+// - attention over a KV cache, per head: scores [N, s] = K [N, s, d] . q [N, d] and out [N, d] = p [N, s] . V
+//   [N, s, d], the cache float32 or bfloat16 (or its bits, uint16; N = batch x heads).
 //
-// Batch-1 decoding reads every weight once per token, so its speed is the rate at which the weights stream from
-// memory. XLA's CPU backend widens a low-precision weight before its dot (several times slower than a float32
-// matvec); here each weight vector is widened in registers right before its multiply-adds, so memory carries one or
-// two bytes per weight. Work is split over output rows on XLA's own intra-op thread pool.
+// Batch-1 decoding reads every weight, and every cached key and value, once per token, so its speed is the rate at
+// which they stream from memory. XLA's CPU backend widens a low-precision weight before its dot (several times
+// slower than a float32 matvec) and runs the cache's many small per-head dots at about half of the memory's rate;
+// here each vector is widened in registers right before its multiply-adds, so memory carries one or two bytes per
+// value, and the work is split over XLA's own intra-op thread pool.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -163,28 +167,110 @@ struct Product {
   }
 };
 
-// Chunks of output rows, claimed from a shared counter by the calling thread and by tasks on XLA's pool. A task that
-// starts late finds nothing left; the caller waits only for chunks already claimed.
+// body(c) for every chunk c < count, chunks claimed from a shared counter by the calling thread and by tasks on
+// XLA's pool. A task that starts late finds nothing left; the caller waits only for chunks already claimed.
 struct Chunks {
   std::atomic<int64_t> next{0}, done{0};
-  int64_t count = 0, size = 0;
+  int64_t count = 0;
 };
 
-template <typename W>
-void run(ffi::ThreadPool& pool, const Product& p, const W* w) {
-  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+template <typename Body>
+void parallel(ffi::ThreadPool& pool, int64_t count, int64_t threads, Body body) {
   auto chunks = std::make_shared<Chunks>();
-  chunks->size = std::max<int64_t>(16, (p.o + 4 * threads - 1) / (4 * threads) + kOut - 1) / kOut * kOut;
-  chunks->count = (p.o + chunks->size - 1) / chunks->size;
-  auto drain = [chunks, p, w]() {
+  chunks->count = count;
+  auto drain = [chunks, body]() {
     for (int64_t c; (c = chunks->next.fetch_add(1)) < chunks->count;) {
-      p.rows(w, c * chunks->size, std::min(p.o, (c + 1) * chunks->size));
+      body(c);
       chunks->done.fetch_add(1, std::memory_order_release);
     }
   };
-  for (int64_t t = 1; t < std::min(threads, chunks->count); ++t) pool.Schedule([drain] { drain(); });
+  for (int64_t t = 1; t < std::min(threads, count); ++t) pool.Schedule([drain] { drain(); });
   drain();
-  while (chunks->done.load(std::memory_order_acquire) < chunks->count) std::this_thread::yield();
+  while (chunks->done.load(std::memory_order_acquire) < count) std::this_thread::yield();
+}
+
+int64_t threads_of(ffi::ThreadPool& pool) { return std::max<int64_t>(1, pool.num_threads()); }
+
+template <typename W>
+void run(ffi::ThreadPool& pool, const Product& p, const W* w) {
+  const int64_t threads = threads_of(pool);
+  const int64_t size = std::max<int64_t>(16, (p.o + 4 * threads - 1) / (4 * threads) + kOut - 1) / kOut * kOut;
+  parallel(pool, (p.o + size - 1) / size, threads,
+           [p, w, size](int64_t c) { p.rows(w, c * size, std::min(p.o, (c + 1) * size)); });
+}
+
+// ---- Attention over a KV cache ------------------------------------------------------------------------------------
+
+inline vf load_w(const float* p) { return load_x(p); }  // a float32 cache: nothing to widen
+inline float widen(float v) { return v; }
+
+constexpr int64_t kCacheAhead = 1024;  // bytes of cache prefetched ahead of the rows being read
+constexpr int64_t kSmall = 1 << 16;    // caches of fewer values than this are read on the calling thread alone
+
+// scores[r] = q[r / s] . k[r] for the cache's rows r in [r0, r1) (row r: slot r % s of head r / s): one sequential
+// stream through the cache.
+template <typename W>
+void score_rows(const float* q, const W* k, int64_t s, int64_t d, int64_t r0, int64_t r1, float* scores) {
+  const int64_t line_bytes = d * static_cast<int64_t>(sizeof(W));
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* qn = q + (r / s) * d;
+    const W* row = k + r * d;
+    const char* ahead = reinterpret_cast<const char*>(row) + kCacheAhead;
+    for (int64_t line = 0; line < line_bytes; line += 64) __builtin_prefetch(ahead + line);
+    vf a0 = {}, a1 = {};
+    int64_t i = 0;
+    for (; i + 2 * kLanes <= d; i += 2 * kLanes) {
+      a0 += load_x(qn + i) * load_w(row + i);
+      a1 += load_x(qn + i + kLanes) * load_w(row + i + kLanes);
+    }
+    for (; i + kLanes <= d; i += kLanes) a0 += load_x(qn + i) * load_w(row + i);
+    float total = sum(a0 + a1);
+    for (; i < d; ++i) total += qn[i] * widen(row[i]);
+    scores[r] = total;
+  }
+}
+
+// out[n] = sum over slots j of p[n, j] * v[n, j] for heads n in [n0, n1): each head's slots in order, one thread per
+// head, so a row's result does not depend on how the work is split (a batched row equals its unbatched self).
+template <typename W>
+void mix_heads(const float* p, const W* v, int64_t s, int64_t d, int64_t n0, int64_t n1, float* out) {
+  constexpr int64_t kBlock = 8 * kLanes;  // output values kept in registers while the slots stream
+  const int64_t line_bytes = d * static_cast<int64_t>(sizeof(W));
+  for (int64_t n = n0; n < n1; ++n) {
+    for (int64_t c0 = 0; c0 < d; c0 += kBlock) {
+      const int64_t width = std::min(kBlock, d - c0), vectors = width / kLanes;
+      vf acc[8] = {};
+      float tail[kLanes] = {};
+      for (int64_t j = 0; j < s; ++j) {
+        const W* row = v + (n * s + j) * d + c0;
+        if (c0 == 0) {
+          const char* ahead = reinterpret_cast<const char*>(row) + kCacheAhead;
+          for (int64_t line = 0; line < line_bytes; line += 64) __builtin_prefetch(ahead + line);
+        }
+        const float weight = p[n * s + j];
+        const vf wv = vf{} + weight;
+        for (int64_t u = 0; u < vectors; ++u) acc[u] += wv * load_w(row + u * kLanes);
+        for (int64_t i = vectors * kLanes; i < width; ++i) tail[i - vectors * kLanes] += weight * widen(row[i]);
+      }
+      for (int64_t u = 0; u < vectors; ++u) std::memcpy(out + n * d + c0 + u * kLanes, &acc[u], sizeof(vf));
+      for (int64_t i = vectors * kLanes; i < width; ++i) out[n * d + c0 + i] = tail[i - vectors * kLanes];
+    }
+  }
+}
+
+template <typename W>
+void scores_of(ffi::ThreadPool& pool, const float* q, const W* k, int64_t n, int64_t s, int64_t d, float* out) {
+  const int64_t rows = n * s;
+  if (rows * d < kSmall) return score_rows(q, k, s, d, 0, rows, out);
+  const int64_t threads = threads_of(pool), size = std::max<int64_t>(64, (rows + 4 * threads - 1) / (4 * threads));
+  parallel(pool, (rows + size - 1) / size, threads,
+           [=](int64_t c) { score_rows(q, k, s, d, c * size, std::min(rows, (c + 1) * size), out); });
+}
+
+template <typename W>
+void mix_of(ffi::ThreadPool& pool, const float* p, const W* v, int64_t n, int64_t s, int64_t d, float* out) {
+  if (n * s * d < kSmall) return mix_heads(p, v, s, d, 0, n, out);
+  parallel(pool, n, threads_of(pool), [=](int64_t h) { mix_heads(p, v, s, d, h, h + 1, out); });
 }
 
 ffi::Error check(ffi::Span<const int64_t> x, ffi::Span<const int64_t> w) {
@@ -210,6 +296,45 @@ ffi::Error Bf16(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::
   return ffi::Error::Success();
 }
 
+bool bf16_bits(const ffi::AnyBuffer& cache) {
+  return cache.element_type() == ffi::DataType::BF16 || cache.element_type() == ffi::DataType::U16;
+}
+
+// q [N, d] (axis 2) or p [N, s] (axis 1) against a cache [N, s, d]
+ffi::Error check_cache(ffi::Span<const int64_t> small, ffi::AnyBuffer cache, size_t axis) {
+  const auto kv = cache.dimensions();
+  if (small.size() != 2 || kv.size() != 3 || small[0] != kv[0] || small[1] != kv[axis])
+    return ffi::Error::InvalidArgument("neo cpu_matvec: expects a cache [N, s, d] with q [N, d] or p [N, s]");
+  if (cache.element_type() != ffi::DataType::F32 && !bf16_bits(cache))
+    return ffi::Error::InvalidArgument("neo cpu_matvec: a cache must be float32 or bfloat16 (or its bits, uint16)");
+  return ffi::Error::Success();
+}
+
+ffi::Error CacheScores(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::AnyBuffer k,
+                       ffi::ResultBuffer<ffi::F32> scores) {
+  if (auto error = check_cache(q.dimensions(), k, 2); error.failure()) return error;
+  const auto kv = k.dimensions();
+  if (bf16_bits(k))
+    scores_of(pool, q.typed_data(), static_cast<const uint16_t*>(k.untyped_data()), kv[0], kv[1], kv[2],
+              scores->typed_data());
+  else
+    scores_of(pool, q.typed_data(), static_cast<const float*>(k.untyped_data()), kv[0], kv[1], kv[2],
+              scores->typed_data());
+  return ffi::Error::Success();
+}
+
+ffi::Error CacheMix(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p, ffi::AnyBuffer v, ffi::ResultBuffer<ffi::F32> out) {
+  if (auto error = check_cache(p.dimensions(), v, 1); error.failure()) return error;
+  const auto kv = v.dimensions();
+  if (bf16_bits(v))
+    mix_of(pool, p.typed_data(), static_cast<const uint16_t*>(v.untyped_data()), kv[0], kv[1], kv[2],
+           out->typed_data());
+  else
+    mix_of(pool, p.typed_data(), static_cast<const float*>(v.untyped_data()), kv[0], kv[1], kv[2],
+           out->typed_data());
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(NeoRowsTimesInt8, Int8,
@@ -225,4 +350,18 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(NeoRowsTimesBf16, Bf16,
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NeoCacheScores, CacheScores,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NeoCacheMix, CacheMix,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::AnyBuffer>()
                                   .Ret<ffi::Buffer<ffi::F32>>());

@@ -1,10 +1,12 @@
-"""A few float32 rows times an int8 or bfloat16 weight on CPU, through a kernel of neo's own (`cpu_matvec.cc`).
+"""The products batch-1 decoding streams from memory, on CPU, through kernels of neo's own (`cpu_matvec.cc`): a few
+float32 rows times an int8 or bfloat16 weight, and attention's per-head products with a float32 or bfloat16 KV cache.
 
 Batch-1 decoding is bound by the bytes of weight it reads per token, but XLA's CPU backend has no fast
 low-precision matrix-vector product: it widens the weight before its dot, and a bf16 or int8 decoder ran ~8-10x
 slower than float32 (benchmarks/README.md). The kernel widens each weight vector in registers right before its
 multiply-adds, so memory carries one or two bytes per weight, and it runs as an XLA FFI custom call on XLA's own
-thread pool.
+thread pool. A decode step's attention reads the whole KV cache with one small dot per head; XLA CPU runs those at
+about half the memory's rate (~2.7 ms of a neo_125M step at 384 slots), `cache_scores` and `cache_mix` at its full rate.
 
 It is compiled on first use with the machine's C++ compiler (`$CXX`, else g++, c++ or clang++) for this CPU
 (`-march=native`), against the XLA FFI headers that ship with jaxlib, into `NEO_CACHE_DIR/kernels` (default
@@ -18,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -33,11 +36,12 @@ from neo.model.quantize import Bf16Weight, Int8Weight, is_low_bit
 
 SOURCE = Path(__file__).with_suffix(".cc")
 INT8, BF16 = "neo_rows_times_int8", "neo_rows_times_bf16"  # the custom-call targets
+SCORES, MIX = "neo_cache_scores", "neo_cache_mix"
 # the most rows the kernel takes (a decode step's few, or a short prefill's): its tiles re-read x for every 4 weight
 # rows, 1.2x XLA's time at 128 rows, 1.3x at 256, 1.8x at 512 once XLA's widened weights are in place; up to 256
 # that costs less than the widening a fresh process pays (benchmarks/README.md)
 MAX_ROWS = 256
-DISABLED_CHECKS = tuple(jax.export.DisabledSafetyCheck.custom_call(name) for name in (INT8, BF16))
+DISABLED_CHECKS = tuple(jax.export.DisabledSafetyCheck.custom_call(name) for name in (INT8, BF16, SCORES, MIX))
 
 
 def handles(x: jax.Array, w: object) -> bool:
@@ -60,6 +64,33 @@ def rows_times(x: jax.Array, w: Int8Weight | Bf16Weight) -> jax.Array:
     return jax.ffi.ffi_call(BF16, out)(x, w.w)
 
 
+def handles_cache(cache: jax.Array) -> bool:
+    """Whether `cache_scores` and `cache_mix` run the kernel on `cache`: a float32 or bfloat16 cache on a CPU, not
+    sharded over a mesh (the kernel sees one device's buffers), a kernel built."""
+    return (
+        cache.dtype in (jnp.float32, jnp.bfloat16, jnp.uint16)  # uint16: bfloat16's bits
+        and jax.default_backend() == "cpu"
+        and jax.sharding.get_abstract_mesh().empty
+        and ready()
+    )
+
+
+def cache_scores(q: jax.Array, k: jax.Array) -> jax.Array:
+    """q [..., d] float32 against a cache k [..., s, d]: scores [..., s] float32 (each head's q . k[j])."""
+    lead, (s, d) = k.shape[:-2], k.shape[-2:]
+    n = math.prod(lead)
+    out = jax.ffi.ffi_call(SCORES, jax.ShapeDtypeStruct((n, s), jnp.float32))(q.reshape(n, d), k.reshape(n, s, d))
+    return out.reshape(*lead, s)
+
+
+def cache_mix(p: jax.Array, v: jax.Array) -> jax.Array:
+    """p [..., s] float32 over a cache v [..., s, d]: [..., d] float32 (each head's sum of p[j] . v[j])."""
+    lead, (s, d) = v.shape[:-2], v.shape[-2:]
+    n = math.prod(lead)
+    out = jax.ffi.ffi_call(MIX, jax.ShapeDtypeStruct((n, d), jnp.float32))(p.reshape(n, s), v.reshape(n, s, d))
+    return out.reshape(*lead, d)
+
+
 @functools.cache
 def ready() -> bool:
     """Build (once per machine) and register the kernel; False, after one warning, where that is not possible."""
@@ -69,8 +100,8 @@ def ready() -> bool:
         _register(_build())
     except (OSError, subprocess.SubprocessError, AttributeError) as e:
         warnings.warn(
-            f"neo: could not build its CPU kernel for int8/bfloat16 weights ({e}); decoding falls back "
-            "to XLA's product, several times slower (install a C++ compiler such as g++ to fix)",
+            f"neo: could not build its CPU kernels for decoding ({e}); decoding falls back to XLA's products, "
+            "slower (several times for int8/bfloat16 weights; install a C++ compiler such as g++ to fix)",
             stacklevel=2,
         )
         return False
@@ -86,7 +117,9 @@ def _register(library: Path) -> None:
     if _REGISTERED:
         return
     loaded = ctypes.CDLL(str(library))
-    for name, symbol in ((INT8, loaded.NeoRowsTimesInt8), (BF16, loaded.NeoRowsTimesBf16)):
+    symbols = {INT8: loaded.NeoRowsTimesInt8, BF16: loaded.NeoRowsTimesBf16}
+    symbols |= {SCORES: loaded.NeoCacheScores, MIX: loaded.NeoCacheMix}
+    for name, symbol in symbols.items():
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(symbol), platform="cpu")
     _REGISTERED.append(library)
 

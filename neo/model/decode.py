@@ -29,7 +29,7 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
 from neo.errors import ConfigError
-from neo.model.attention import CACHE_AXES, Cache, write_cache
+from neo.model.attention import BF16_BITS, CACHE_AXES, Cache, write_cache
 from neo.model.common import dtype_of
 from neo.model.config import DecodingConfig, ModelConfig
 from neo.model.quantize import held_as, quantize_params
@@ -38,27 +38,43 @@ from neo.parallel.layout import Rules, axis_ways
 from neo.parallel.mesh import placement
 
 
-def _layer_cache(cfg: ModelConfig, kind: str, batch: int, length: int, lead: tuple[int, ...], zeros: Callable) -> Cache:
+def _layer_cache(
+    cfg: ModelConfig, kind: str, batch: int, length: int, lead: tuple[int, ...], zeros: Callable, dtype: Any
+) -> Cache:
     if kind == "none":
         return {}
     slots = min(cfg.window_size, length) if kind == "local" else length
     kv = (*lead, batch, cfg.n_head, slots, cfg.head_dim)
     return {
-        "k": zeros(kv, dtype_of(cfg.precision)),
-        "v": zeros(kv, dtype_of(cfg.precision)),
+        "k": zeros(kv, dtype),
+        "v": zeros(kv, dtype),
         "pos": zeros((*lead, batch, slots), jnp.int32),
         "valid": zeros((*lead, batch, slots), bool),
     }
 
 
-def init_cache(cfg: ModelConfig, batch: int, length: int, zeros: Callable = jnp.zeros) -> list[Cache]:
+def init_cache(
+    cfg: ModelConfig, batch: int, length: int, zeros: Callable = jnp.zeros, dtype: Any = None
+) -> list[Cache]:
     """An empty cache for `length` total slots (prompt bucket + new tokens), shaped like the layer stack; `zeros`
-    makes each buffer (np.zeros: on the host)."""
+    makes each buffer (np.zeros: on the host). Keys and values are held as `dtype` (default: the model's
+    precision; see `kv_dtype`)."""
+    dtype = dtype or kv_dtype(cfg)
     kinds = [kind for kind, _ in cfg.layer_kinds()]
     if not cfg.scan_layers:
-        return [_layer_cache(cfg, kind, batch, length, (), zeros) for kind in kinds]
+        return [_layer_cache(cfg, kind, batch, length, (), zeros, dtype) for kind in kinds]
     period = cfg.scan_period()
-    return [_layer_cache(cfg, kind, batch, length, (cfg.n_layer // period,), zeros) for kind in kinds[:period]]
+    lead = (cfg.n_layer // period,)
+    return [_layer_cache(cfg, kind, batch, length, lead, zeros, dtype) for kind in kinds[:period]]
+
+
+def kv_dtype(cfg: ModelConfig, params: Any = None) -> Any:
+    """How the KV cache holds keys and values: as bfloat16 (its bits, `BF16_BITS`) for a bfloat16 model and for
+    weights held in fewer bytes (`--weights bfloat16 | int8`), else in the model's precision. Every decoding step
+    reads the whole cache: at 384 slots a float32 one is ~23 MiB per neo_125M step, 1/5 of its int8 weights."""
+    precision = dtype_of(cfg.precision)
+    low_bit = params is not None and held_as(params) != "float32"
+    return BF16_BITS if low_bit or precision == jnp.bfloat16 else precision
 
 
 def cache_axes(cache: list[Cache]) -> list[dict[str, tuple[str | None, ...]]]:
@@ -68,16 +84,19 @@ def cache_axes(cache: list[Cache]) -> list[dict[str, tuple[str | None, ...]]]:
     ]
 
 
-def placed_cache(cfg: ModelConfig, batch: int, length: int, mesh: Mesh | None, rules: Rules | None) -> list[Cache]:
-    """`init_cache`, created directly in its logical shardings when a mesh is given (batch and heads split).
+def placed_cache(
+    cfg: ModelConfig, batch: int, length: int, mesh: Mesh | None, rules: Rules | None, dtype: Any = None
+) -> list[Cache]:
+    """`init_cache` (keys and values held as `dtype`), created directly in its logical shardings when a mesh is given
+    (batch and heads split).
 
     Raises a one-line LayoutError when the layout does not divide a cache (e.g. memory_length over a local window).
     """
     from neo.parallel.layout import validate_layout
 
     if mesh is None:  # zeros made on the host: eager `jnp.zeros` would compile a program per shape
-        return jax.device_put(init_cache(cfg, batch, length, zeros=np.zeros))
-    make = partial(init_cache, cfg, batch, length)
+        return jax.device_put(init_cache(cfg, batch, length, zeros=np.zeros, dtype=dtype))
+    make = partial(init_cache, cfg, batch, length, dtype=dtype)
     abstract = jax.eval_shape(make)
     validate_layout(abstract, mesh, rules or (), names=cache_axes(abstract))
     names = [{n: PartitionSpec(*axes) for n, axes in layer.items()} for layer in cache_axes(abstract)]
@@ -325,7 +344,8 @@ def generate(
             params = jax.device_put(params, param_shardings(cfg, mesh, rules or ()))
         # every step reads every slot of a global layer's cache: rounded finely, not to a power of two (a 54-token
         # prompt and 256 new tokens read 320 slots per step, not 512), yet few lengths, so few compiles
-        cache = placed_cache(cfg, batch, padded_length(width + max_new_tokens), mesh, rules)
+        length = padded_length(width + max_new_tokens)
+        cache = placed_cache(cfg, batch, length, mesh, rules, kv_dtype(cfg, params))
         chosen, next_pos, cache = steps.step(
             params, tokens, positions, valid, cache, np.int32(0), *knobs, greedy=greedy
         )

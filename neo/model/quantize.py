@@ -3,8 +3,9 @@
 Batch-1 decoding streams every weight once per token, so its speed is bounded by the bytes it reads. `bfloat16`
 stores every dense weight and the embedding at two bytes; `int8` is weight-only quantization at one byte with one
 float32 scale per output channel (symmetric, round to nearest: w ≈ q · scale, |q| ≤ 127). Activations, norms,
-biases, position embeddings, the KV cache and the logits stay float32; the weights are widened where they are used:
-on CPU inside neo's own kernel (`neo.model.cpu_matvec`), elsewhere by XLA.
+biases, position embeddings and the logits stay float32; the weights are widened where they are used: on CPU inside
+neo's own kernel (`neo.model.cpu_matvec`), elsewhere by XLA. The KV cache, which every step also reads whole, is then
+held in bfloat16 (`neo.model.decode.kv_dtype`).
 
 Applied to parameters already in the decoding layout (`neo.model.decode.for_decoding`: dense weights stored
 [out..., in...]), where a weight's input axes are its trailing ones.

@@ -171,7 +171,7 @@ class Engine:
     # --- the device thread ----------------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        from neo.model.decode import param_shardings, placed_cache
+        from neo.model.decode import kv_dtype, param_shardings, placed_cache
         from neo.parallel.mesh import placement
 
         try:
@@ -180,7 +180,8 @@ class Engine:
                     self.params = jax_device_put(
                         self.params, param_shardings(self.cfg, self.loaded.mesh, self.loaded.rules or ())
                     )
-                cache = placed_cache(self.cfg, self.slots, self.length, self.loaded.mesh, self.loaded.rules)
+                mesh, rules = self.loaded.mesh, self.loaded.rules
+                cache = placed_cache(self.cfg, self.slots, self.length, mesh, rules, kv_dtype(self.cfg, self.params))
                 if self.loaded.mesh is None:  # committed to its device, as every later cache is: one compile each
                     cache = jax_device_put(cache, jax_devices()[0])
                 self._cache = cache

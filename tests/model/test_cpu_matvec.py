@@ -1,5 +1,6 @@
-"""neo's CPU kernel for int8 and bfloat16 weights (`neo.model.cpu_matvec`): its products equal the widened weight's,
-decoding programs call it, and without a compiler decoding falls back to XLA with one warning."""
+"""neo's CPU kernels for decoding (`neo.model.cpu_matvec`): products with int8 and bfloat16 weights equal the widened
+weight's, attention's products with a float32 or bfloat16 KV cache equal NumPy's, decoding programs call them, and
+without a compiler decoding falls back to XLA with one warning."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neo.model import cpu_matvec
+from neo.model import cpu_matvec, decode
+from neo.model.attention import BF16_BITS, from_cache, to_cache
 from neo.model.common import FEW_ROWS, many_rows_times_weight
 from neo.model.config import ModelConfig
-from neo.model.decode import for_decoding, greedy_choice
+from neo.model.decode import for_decoding, greedy_choice, init_cache, kv_dtype
 from neo.model.quantize import Bf16Weight, Int8Weight, quantize_int8, quantize_params
 from neo.model.transformer import GPTNeo
 from tests.model.conftest import params_for, small
@@ -83,6 +85,53 @@ def test_a_prefill_of_up_to_max_rows_reads_the_weight_at_its_own_width() -> None
             assert (target in product.lower(x, w).as_text()) == (rows <= cpu_matvec.MAX_ROWS)
             want = x @ np.asarray(w.widened(), np.float64).T
             np.testing.assert_allclose(np.asarray(product(x, w)), want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+@needs_compiler
+@pytest.mark.parametrize(("n", "s", "d"), [(1, 7, 64), (3, 5, 20), (2, 33, 136), (12, 384, 64), (96, 40, 64)])
+@pytest.mark.parametrize("dtype", [jnp.float32, BF16_BITS])
+def test_cache_products_equal_numpy_for_every_size_and_tail(n: int, s: int, d: int, dtype: Any) -> None:
+    """Heads' scores q . k[j] and mixes sum p[j] v[j]; the last two sizes are split over threads."""
+    rng = np.random.default_rng(n * s + d)
+    q, p = rng.standard_normal((n, d)).astype(np.float32), rng.random((n, s)).astype(np.float32)
+    k, v = (to_cache(rng.standard_normal((n, s, d)).astype(np.float32), dtype) for _ in range(2))
+    k64, v64 = (np.asarray(from_cache(a).astype(jnp.float32), np.float64) for a in (k, v))
+    scores, mixed = jax.jit(cpu_matvec.cache_scores)(q, k), jax.jit(cpu_matvec.cache_mix)(p, v)
+    want = np.einsum("nd,nsd->ns", q, k64)
+    assert scores.shape == (n, s) and scores.dtype == np.float32
+    np.testing.assert_allclose(np.asarray(scores), want, rtol=0, atol=1e-5 * np.abs(want).max())
+    want = np.einsum("ns,nsd->nd", p, v64)
+    assert mixed.shape == (n, d) and mixed.dtype == np.float32
+    np.testing.assert_allclose(np.asarray(mixed), want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+@needs_compiler
+@pytest.mark.parametrize("weights", ["float32", "int8"])
+def test_a_decode_step_reads_its_cache_through_the_kernel_and_matches_xla(
+    weights: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every layer's cache meets the kernel once for scores and once for the mix; the logits equal XLA's dots'. Low-bit
+    weights decode with a bfloat16 cache: two bytes per key and value."""
+    cfg = small()
+    dcfg, dparams = for_decoding(cfg, params_for(cfg))
+    params = quantize_params(dparams, weights)
+    cache = init_cache(dcfg, 2, 16, dtype=kv_dtype(dcfg, params))
+    assert cache[0]["k"].dtype == (np.float32 if weights == "float32" else BF16_BITS)
+    tokens = np.random.RandomState(2).randint(0, cfg.n_vocab, size=(2, 8)).astype(np.int32)
+    positions, valid = np.tile(np.arange(8, dtype=np.int32), (2, 1)), np.ones((2, 8), bool)
+    _, cache = decode.forward_fn(dcfg)(params, tokens, positions, valid, cache, np.int32(0))
+    step = (params, tokens[:, :1], np.full((2, 1), 8, np.int32), np.ones((2, 1), bool), cache)
+    program = jax.jit(decode.last_logits(dcfg))  # traced anew: whether the kernel is used is decided while tracing
+    text = program.lower(*step).as_text()
+    calls = [text.count(f"custom_call @{target}(") for target in (cpu_matvec.SCORES, cpu_matvec.MIX)]
+    assert calls == [cfg.n_layer, cfg.n_layer]  # the decoding layout unrolls the layers
+    kernel = np.asarray(program(*step)[0])
+
+    monkeypatch.setattr(cpu_matvec, "ready", lambda: False)
+    program = jax.jit(decode.last_logits(dcfg))
+    assert cpu_matvec.SCORES not in program.lower(*step).as_text()
+    xla = np.asarray(program(*step)[0])
+    np.testing.assert_allclose(kernel, xla, rtol=0, atol=1e-5 * np.abs(xla).max())
 
 
 def _forward(cfg: ModelConfig) -> Any:

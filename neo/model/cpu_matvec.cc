@@ -34,6 +34,7 @@ constexpr int kLanes = 8;
 constexpr int64_t kRowBlock = 2;
 #endif
 constexpr int64_t kOut = 4;  // weight rows per pass
+constexpr int64_t kStreams = 4;  // weight rows streamed at once at batch 1
 
 typedef float vf __attribute__((vector_size(kLanes * 4)));
 
@@ -125,29 +126,40 @@ struct Product {
       for (int64_t b = 0; b < B; ++b) y[(r0 + r) * o + o0 + b] = scale ? out[r * B + b] * scale[o0 + b] : out[r * B + b];
   }
 
-  // One row of x (batch-1 decoding): each weight row streams once, front to back, four vectors per step with four
-  // accumulators, each cache line prefetched kPrefetch bytes ahead. One sequential stream per thread reads memory
-  // fastest. The distances are measured (benchmarks/README.md): bfloat16 streams faster at 1 KiB, int8 at 2 KiB.
+  // One row of x (batch-1 decoding): kStreams weight rows, far apart, stream at once, front to back, each with four
+  // accumulators and every cache line prefetched kPrefetch bytes ahead. Several streams per thread keep more of
+  // memory's reads in flight than one (measured in benchmarks/README.md). Each row's sum is taken in the same order
+  // whichever rows it streams beside.
+  template <int64_t S, typename W>
+  void streams(const W* w, int64_t u, int64_t gap) const {
+    constexpr int64_t kPrefetch = 2048;
+    constexpr int64_t kStep = 4 * kLanes * sizeof(W);  // bytes of weight per step
+    const W* row[S];
+    vf acc[S][4] = {};
+    for (int64_t r = 0; r < S; ++r) row[r] = w + (u + r * gap) * k;
+    int64_t i = 0;
+    for (; i + 4 * kLanes <= k; i += 4 * kLanes) {
+      vf xv[4];
+      for (int64_t a = 0; a < 4; ++a) xv[a] = load_x(x + i + a * kLanes);
+      for (int64_t r = 0; r < S; ++r) {
+        const char* ahead = reinterpret_cast<const char*>(row[r] + i) + kPrefetch;
+        for (int64_t line = 0; line < kStep; line += 64) __builtin_prefetch(ahead + line);
+        for (int64_t a = 0; a < 4; ++a) acc[r][a] += xv[a] * load_w(row[r] + i + a * kLanes);
+      }
+    }
+    for (int64_t r = 0; r < S; ++r) {
+      float s = sum((acc[r][0] + acc[r][1]) + (acc[r][2] + acc[r][3]));
+      for (int64_t j = i; j < k; ++j) s += x[j] * widen(row[r][j]);
+      const int64_t out = u + r * gap;
+      y[out] = scale ? s * scale[out] : s;
+    }
+  }
+
   template <typename W>
   void one_row(const W* w, int64_t o0, int64_t o1) const {
-    constexpr int64_t kPrefetch = sizeof(W) == 1 ? 2048 : 1024;
-    constexpr int64_t kStep = 4 * kLanes * sizeof(W);  // bytes of weight per step
-    for (int64_t u = o0; u < o1; ++u) {
-      const W* row = w + u * k;
-      vf a0 = {}, a1 = {}, a2 = {}, a3 = {};
-      int64_t i = 0;
-      for (; i + 4 * kLanes <= k; i += 4 * kLanes) {
-        const char* ahead = reinterpret_cast<const char*>(row + i) + kPrefetch;
-        for (int64_t line = 0; line < kStep; line += 64) __builtin_prefetch(ahead + line);
-        a0 += load_x(x + i) * load_w(row + i);
-        a1 += load_x(x + i + kLanes) * load_w(row + i + kLanes);
-        a2 += load_x(x + i + 2 * kLanes) * load_w(row + i + 2 * kLanes);
-        a3 += load_x(x + i + 3 * kLanes) * load_w(row + i + 3 * kLanes);
-      }
-      float s = sum((a0 + a1) + (a2 + a3));
-      for (; i < k; ++i) s += x[i] * widen(row[i]);
-      y[u] = scale ? s * scale[u] : s;
-    }
+    const int64_t gap = (o1 - o0) / kStreams;
+    for (int64_t u = o0; u < o0 + gap; ++u) streams<kStreams>(w, u, gap);
+    for (int64_t u = o0 + kStreams * gap; u < o1; ++u) streams<1>(w, u, 0);
   }
 
   // Output rows [o0, o1): weight tile by weight tile, every row of x meets a tile while it is in L1.

@@ -51,6 +51,8 @@ inline vf load_x(const float* p) {
   std::memcpy(&v, p, sizeof v);
   return v;
 }
+inline vf load_w(const float* p) { return load_x(p); }  // float32 weights or cache: nothing to widen
+inline float widen(float v) { return v; }
 
 #if defined(__AVX512F__)
 inline vf load_w(const int8_t* p) {
@@ -213,8 +215,6 @@ void run(ffi::ThreadPool& pool, const Product& p, const W* w) {
 
 // ---- Attention over a KV cache ------------------------------------------------------------------------------------
 
-inline vf load_w(const float* p) { return load_x(p); }  // a float32 cache: nothing to widen
-inline float widen(float v) { return v; }
 
 constexpr int64_t kCacheAhead = 1024;  // bytes of cache prefetched ahead of the rows being read
 constexpr int64_t kSmall = 1 << 16;    // caches of fewer values than this are read on the calling thread alone
@@ -300,6 +300,13 @@ ffi::Error Int8(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::
   return ffi::Error::Success();
 }
 
+ffi::Error F32(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y) {
+  if (auto error = check(x.dimensions(), w.dimensions()); error.failure()) return error;
+  const Product p{x.typed_data(), x.dimensions()[0], x.dimensions()[1], w.dimensions()[0], nullptr, y->typed_data()};
+  run(pool, p, w.typed_data());
+  return ffi::Error::Success();
+}
+
 ffi::Error Bf16(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::BF16> w,
                 ffi::ResultBuffer<ffi::F32> y) {
   if (auto error = check(x.dimensions(), w.dimensions()); error.failure()) return error;
@@ -376,4 +383,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(NeoCacheMix, CacheMix,
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NeoRowsTimesF32, F32,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());

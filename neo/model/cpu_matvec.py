@@ -35,33 +35,38 @@ import jax.numpy as jnp
 from neo.model.quantize import Bf16Weight, Int8Weight, is_low_bit
 
 SOURCE = Path(__file__).with_suffix(".cc")
-INT8, BF16 = "neo_rows_times_int8", "neo_rows_times_bf16"  # the custom-call targets
+INT8, BF16, F32 = "neo_rows_times_int8", "neo_rows_times_bf16", "neo_rows_times_f32"  # the custom-call targets
 SCORES, MIX = "neo_cache_scores", "neo_cache_mix"
 # the most rows the kernel takes (a decode step's few, or a short prefill's): its tiles re-read x for every 4 weight
 # rows, 1.2x XLA's time at 128 rows, 1.3x at 256, 1.8x at 512 once XLA's widened weights are in place; up to 256
 # that costs less than the widening a fresh process pays (benchmarks/README.md)
 MAX_ROWS = 256
-DISABLED_CHECKS = tuple(jax.export.DisabledSafetyCheck.custom_call(name) for name in (INT8, BF16, SCORES, MIX))
+DISABLED_CHECKS = tuple(jax.export.DisabledSafetyCheck.custom_call(name) for name in (INT8, BF16, F32, SCORES, MIX))
 
 
 def handles(x: jax.Array, w: object) -> bool:
-    """Whether `rows_times(x, w)` runs the kernel: a low-precision weight, at most MAX_ROWS float32 rows, a CPU, a
-    kernel built."""
+    """Whether `rows_times(x, w)` runs the kernel: float32 rows on a CPU, not sharded over a mesh, a kernel built, and
+    a low-precision weight with at most MAX_ROWS rows, or a float32 weight [o, k] with one row (batch-1 decoding, where
+    the kernel streams the weight faster than XLA's matrix-vector product)."""
+    if is_low_bit(w):
+        fits = x.shape[0] <= MAX_ROWS
+    else:
+        fits = getattr(w, "dtype", None) == jnp.float32 and getattr(w, "ndim", 0) == 2 and x.shape[0] == 1
     return (
-        is_low_bit(w)
+        fits
         and x.dtype == jnp.float32
-        and x.shape[0] <= MAX_ROWS
         and jax.default_backend() == "cpu"
+        and jax.sharding.get_abstract_mesh().empty
         and ready()
     )
 
 
-def rows_times(x: jax.Array, w: Int8Weight | Bf16Weight) -> jax.Array:
+def rows_times(x: jax.Array, w: jax.Array | Int8Weight | Bf16Weight) -> jax.Array:
     """x [n, k] float32 times a weight stored [o, k]: [n, o] float32 (see `handles`)."""
-    out = jax.ShapeDtypeStruct((x.shape[0], w.stored.shape[0]), jnp.float32)
     if isinstance(w, Int8Weight):
-        return jax.ffi.ffi_call(INT8, out)(x, w.q, w.scale)
-    return jax.ffi.ffi_call(BF16, out)(x, w.w)
+        return jax.ffi.ffi_call(INT8, jax.ShapeDtypeStruct((x.shape[0], w.q.shape[0]), jnp.float32))(x, w.q, w.scale)
+    target, stored = (BF16, w.w) if isinstance(w, Bf16Weight) else (F32, w)
+    return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct((x.shape[0], stored.shape[0]), jnp.float32))(x, stored)
 
 
 def handles_cache(cache: jax.Array) -> bool:
@@ -117,7 +122,7 @@ def _register(library: Path) -> None:
     if _REGISTERED:
         return
     loaded = ctypes.CDLL(str(library))
-    symbols = {INT8: loaded.NeoRowsTimesInt8, BF16: loaded.NeoRowsTimesBf16}
+    symbols = {INT8: loaded.NeoRowsTimesInt8, BF16: loaded.NeoRowsTimesBf16, F32: loaded.NeoRowsTimesF32}
     symbols |= {SCORES: loaded.NeoCacheScores, MIX: loaded.NeoCacheMix}
     for name, symbol in symbols.items():
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(symbol), platform="cpu")

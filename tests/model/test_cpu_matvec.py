@@ -169,10 +169,25 @@ def test_a_build_in_another_cache_directory_keeps_the_kernel_already_registered(
     )
 
 
-def test_float32_weights_never_take_the_kernel() -> None:
+@needs_compiler
+@pytest.mark.parametrize(("o", "k"), [(13, 77), (70, 1000), (768, 768)])
+def test_a_float32_weight_meets_one_row_in_the_kernel_and_more_rows_in_xla(o: int, k: int) -> None:
+    """Batch-1 decoding streams a float32 weight through the kernel too (faster than XLA's matrix-vector product);
+    more rows (a batch, a prefill) stay with XLA's products, which reuse each weight across rows."""
+    w = np.random.default_rng(o).standard_normal((o, k)).astype(np.float32)
+    x = np.random.default_rng(k).standard_normal((1, k)).astype(np.float32)
+    assert cpu_matvec.handles(x, w) and not cpu_matvec.handles(np.tile(x, (2, 1)), w)
+    product = jax.jit(cpu_matvec.rows_times)
+    assert f"custom_call @{cpu_matvec.F32}(" in product.lower(x, w).as_text()
+    want = x.astype(np.float64) @ w.T.astype(np.float64)
+    np.testing.assert_allclose(np.asarray(product(x, w)), want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+def test_what_the_kernel_never_takes() -> None:
     x = np.ones((1, 8), np.float32)
-    assert not cpu_matvec.handles(x, np.ones((4, 8), np.float32))
     assert not cpu_matvec.handles(x.astype(jnp.bfloat16), _weights(4, 8, seed=0)[1])  # bfloat16 rows: XLA's
+    assert not cpu_matvec.handles(x, np.ones((4, 8), jnp.bfloat16))  # a bfloat16 model's own weight: XLA's
+    assert not cpu_matvec.handles(x, np.ones((4, 2, 4), np.float32))  # not a matrix
 
 
 def test_greedy_choice_is_argmax_with_ties_to_the_first() -> None:

@@ -1,12 +1,15 @@
 """The products batch-1 decoding streams from memory, on CPU, through kernels of neo's own (`cpu_matvec.cc`): a few
-float32 rows times an int8 or bfloat16 weight, and attention's per-head products with a float32 or bfloat16 KV cache.
+float32 rows times an int8 or bfloat16 weight, one row times a float32 weight, and attention's per-head products with
+a float32 or bfloat16 KV cache.
 
 Batch-1 decoding is bound by the bytes of weight it reads per token, but XLA's CPU backend has no fast
 low-precision matrix-vector product: it widens the weight before its dot, and a bf16 or int8 decoder ran ~8-10x
 slower than float32 (benchmarks/README.md). The kernel widens each weight vector in registers right before its
 multiply-adds, so memory carries one or two bytes per weight, and it runs as an XLA FFI custom call on XLA's own
-thread pool. A decode step's attention reads the whole KV cache with one small dot per head; XLA CPU runs those at
-about half the memory's rate (~2.7 ms of a neo_125M step at 384 slots), `cache_scores` and `cache_mix` at its full rate.
+thread pool. Each thread streams several weight rows at once, which keeps more reads in flight than XLA's own
+float32 matrix-vector product does (~1.2x its rate here). A decode step's attention reads the whole KV cache with
+one small dot per head; XLA CPU runs those at about half the memory's rate, `cache_scores` and `cache_mix` at its
+full rate.
 
 It is compiled on first use with the machine's C++ compiler (`$CXX`, else g++, c++ or clang++) for this CPU
 (`-march=native`), against the XLA FFI headers that ship with jaxlib, into `NEO_CACHE_DIR/kernels` (default

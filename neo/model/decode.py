@@ -57,8 +57,7 @@ def init_cache(
     cfg: ModelConfig, batch: int, length: int, zeros: Callable = jnp.zeros, dtype: Any = None
 ) -> list[Cache]:
     """An empty cache for `length` total slots (prompt bucket + new tokens), shaped like the layer stack; `zeros`
-    makes each buffer (np.zeros: on the host). Keys and values are held as `dtype` (default: the model's
-    precision; see `kv_dtype`)."""
+    makes each buffer (np.zeros: on the host). Keys and values are held as `dtype` (default: `kv_dtype(cfg)`)."""
     dtype = dtype or kv_dtype(cfg)
     kinds = [kind for kind, _ in cfg.layer_kinds()]
     if not cfg.scan_layers:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from neo.model import decode
-from neo.model.decode import for_decoding, forward_fn, generate, init_cache, sample_logits, seed_key
+from neo.model.attention import BF16_BITS
+from neo.model.decode import for_decoding, forward_fn, generate, init_cache, kv_dtype, sample_logits, seed_key
 from tests.model.conftest import logits_fn, params_for, small
 
 SEQ = np.random.RandomState(0).randint(0, 53, size=(1, 20)).astype(np.int32)
@@ -39,6 +40,25 @@ def test_cached_logits_equal_full_forward_with_left_padding(changes: dict) -> No
         logits, cache = forward(params, *step, cache, jnp.int32(t + pad))
         errors.append(np.abs(np.asarray(logits) - full[:, t]).max())
     assert max(errors) < 1e-5
+
+
+def test_a_bfloat16_model_decodes_through_its_cache_held_as_bits() -> None:
+    """A bfloat16 model's cache holds bfloat16 bits (uint16, which XLA CPU updates in place); its cached logits
+    equal its full forward's within bfloat16's rounding."""
+    cfg = small(precision="bfloat16")
+    params = params_for(cfg)
+    full = np.asarray(logits_fn(cfg)(params, SEQ), np.float32)
+    cache = init_cache(cfg, 1, 24)
+    assert cache[0]["k"].dtype == BF16_BITS and kv_dtype(small()) == jnp.float32
+    forward = forward_fn(cfg)
+    positions = np.arange(8, dtype=np.int32)[None]
+    logits, cache = forward(params, SEQ[:, :8], positions, np.ones((1, 8), bool), cache, jnp.int32(0))
+    errors = [np.abs(np.asarray(logits, np.float32) - full[:, 7]).max()]
+    for t in range(8, 20):
+        step = (SEQ[:, t : t + 1], np.array([[t]], np.int32), np.ones((1, 1), bool))
+        logits, cache = forward(params, *step, cache, jnp.int32(t))
+        errors.append(np.abs(np.asarray(logits, np.float32) - full[:, t]).max())
+    assert max(errors) < 0.02 * np.abs(full).max()
 
 
 def test_the_kv_cache_is_rounded_to_multiples_of_64_not_to_a_power_of_two(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -215,7 +215,6 @@ void run(ffi::ThreadPool& pool, const Product& p, const W* w) {
 
 // ---- Attention over a KV cache ------------------------------------------------------------------------------------
 
-
 constexpr int64_t kCacheAhead = 1024;  // bytes of cache prefetched ahead of the rows being read
 constexpr int64_t kSmall = 1 << 16;    // caches of fewer values than this are read on the calling thread alone
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from neo.model import cpu_matvec
-from neo.model.common import constrain, dense, dense_param, dense_std, normal, param
+from neo.model.common import constrain, dense, dense_param, dense_std, dense_three, normal, param
 from neo.model.config import ModelConfig
 from neo.model.kernels import kernels_for
 from neo.model.positions import apply_rotary
@@ -110,11 +110,10 @@ class Attention(nn.Module):
         wo = dense_param(self, "o", normal(o_std), (h, hd, d), ("heads", "kv", "embd"), cfg, n_in=2)
         bo = param(self, "o_bias", nn.initializers.zeros, (d,), ("embd",), cfg)
 
-        q = constrain(dense(x, wq, "bld,dhk->blhk", cfg), ("batch", "length", "heads", "kv"))
+        q, k, v = dense_three(x, (wq, wk, wv), "bld,dhk->blhk", cfg)
+        q = constrain(q, ("batch", "length", "heads", "kv"))
         # keys and values: their length is the one attention reads (`memory_length`), not the queries' own
-        k, v = (
-            constrain(dense(x, w, "bld,dhk->blhk", cfg), ("batch", "memory_length", "heads", "kv")) for w in (wk, wv)
-        )
+        k, v = (constrain(a, ("batch", "memory_length", "heads", "kv")) for a in (k, v))
         if cfg.rotary_emb:
             q, k = apply_rotary(q, positions), apply_rotary(k, positions)
 

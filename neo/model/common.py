@@ -92,6 +92,25 @@ def dense(x: jax.Array, w: jax.Array | LowBitWeight, spec: str, cfg: ModelConfig
     return y.reshape(*lead, *outs)
 
 
+def dense_three(
+    x: jax.Array, ws: tuple[Any, Any, Any], spec: str, cfg: ModelConfig
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """`dense(x, w, spec, cfg)` for three weights of one shape (attention's q, k and v): one call of neo's CPU kernel
+    where it takes all three (`cpu_matvec.rows_times_three`), else three products."""
+    if cfg.weights_out_first and len({type(w) for w in ws}) == 1:
+        xs, wspec = spec.split("->")[0].split(",")
+        n_in = len(set(xs) & set(wspec))
+        lead = x.shape[: x.ndim - n_in]
+        stored = [w.stored if is_low_bit(w) else w for w in ws]
+        outs = stored[0].shape[: stored[0].ndim - n_in]
+        x2 = x.reshape(math.prod(lead), -1)
+        w2 = [w.matrix(n_in) if is_low_bit(w) else w.reshape(math.prod(outs), -1) for w in ws]
+        if all(a.shape == stored[0].shape for a in stored) and all(cpu_matvec.handles(x2, w) for w in w2):
+            ys = cpu_matvec.rows_times_three(x2, tuple(w2))
+            return tuple(y.reshape(*lead, *outs) for y in ys)  # type: ignore[return-value]
+    return tuple(dense(x, w, spec, cfg) for w in ws)  # type: ignore[return-value]
+
+
 def embed(table: jax.Array | LowBitWeight, ids: jax.Array, cfg: ModelConfig) -> jax.Array:
     """Rows `ids` of an embedding table [vocab, embd], in the activation dtype."""
     if is_low_bit(table):

@@ -10,6 +10,7 @@
 // here each vector is widened in registers right before its multiply-adds, so memory carries one or two bytes per
 // value, and the work is split over XLA's own intra-op thread pool.
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -205,12 +206,34 @@ void parallel(ffi::ThreadPool& pool, int64_t count, int64_t threads, Body body) 
 
 int64_t threads_of(ffi::ThreadPool& pool) { return std::max<int64_t>(1, pool.num_threads()); }
 
+// Output rows per chunk: about four chunks per thread, whole tiles.
+int64_t chunk_rows(int64_t o, int64_t threads) {
+  return std::max<int64_t>(16, (o + 4 * threads - 1) / (4 * threads) + kOut - 1) / kOut * kOut;
+}
+
 template <typename W>
 void run(ffi::ThreadPool& pool, const Product& p, const W* w) {
-  const int64_t threads = threads_of(pool);
-  const int64_t size = std::max<int64_t>(16, (p.o + 4 * threads - 1) / (4 * threads) + kOut - 1) / kOut * kOut;
+  const int64_t threads = threads_of(pool), size = chunk_rows(p.o, threads);
   parallel(pool, (p.o + size - 1) / size, threads,
            [p, w, size](int64_t c) { p.rows(w, c * size, std::min(p.o, (c + 1) * size)); });
+}
+
+// Three products of one input (attention's q, k and v) in one parallel region: their chunks are claimed from one
+// counter, so the threads are handed work once and finish together.
+template <typename W>
+void run3(ffi::ThreadPool& pool, const std::array<Product, 3>& p, const std::array<const W*, 3>& w) {
+  const int64_t threads = threads_of(pool);
+  std::array<int64_t, 3> size;
+  std::array<int64_t, 4> first = {0, 0, 0, 0};  // each product's first chunk
+  for (int i = 0; i < 3; ++i) {
+    size[i] = chunk_rows(p[i].o, threads);
+    first[i + 1] = first[i] + (p[i].o + size[i] - 1) / size[i];
+  }
+  parallel(pool, first[3], threads, [p, w, size, first](int64_t c) {
+    const int i = c < first[1] ? 0 : c < first[2] ? 1 : 2;
+    const int64_t o0 = (c - first[i]) * size[i];
+    p[i].rows(w[i], o0, std::min(p[i].o, o0 + size[i]));
+  });
 }
 
 // ---- Attention over a KV cache ------------------------------------------------------------------------------------
@@ -314,6 +337,45 @@ ffi::Error Bf16(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::
   return ffi::Error::Success();
 }
 
+// Three weights of one kind against the same rows: check each, run them as one.
+template <typename W>
+ffi::Error three(ffi::ThreadPool& pool, ffi::Buffer<ffi::F32>& x, const std::array<ffi::Span<const int64_t>, 3>& dims,
+                 const std::array<const W*, 3>& w, const std::array<const float*, 3>& scale,
+                 const std::array<float*, 3>& y) {
+  std::array<Product, 3> p;
+  for (int i = 0; i < 3; ++i) {
+    if (auto error = check(x.dimensions(), dims[i]); error.failure()) return error;
+    p[i] = Product{x.typed_data(), x.dimensions()[0], x.dimensions()[1], dims[i][0], scale[i], y[i]};
+  }
+  run3(pool, p, w);
+  return ffi::Error::Success();
+}
+
+ffi::Error F32x3(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w0, ffi::Buffer<ffi::F32> w1,
+                 ffi::Buffer<ffi::F32> w2, ffi::ResultBuffer<ffi::F32> y0, ffi::ResultBuffer<ffi::F32> y1,
+                 ffi::ResultBuffer<ffi::F32> y2) {
+  return three<float>(pool, x, {w0.dimensions(), w1.dimensions(), w2.dimensions()},
+                      {w0.typed_data(), w1.typed_data(), w2.typed_data()}, {nullptr, nullptr, nullptr},
+                      {y0->typed_data(), y1->typed_data(), y2->typed_data()});
+}
+
+ffi::Error Bf16x3(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::BF16> w0, ffi::Buffer<ffi::BF16> w1,
+                  ffi::Buffer<ffi::BF16> w2, ffi::ResultBuffer<ffi::F32> y0, ffi::ResultBuffer<ffi::F32> y1,
+                  ffi::ResultBuffer<ffi::F32> y2) {
+  const auto bits = [](ffi::Buffer<ffi::BF16>& w) { return reinterpret_cast<const uint16_t*>(w.typed_data()); };
+  return three<uint16_t>(pool, x, {w0.dimensions(), w1.dimensions(), w2.dimensions()}, {bits(w0), bits(w1), bits(w2)},
+                         {nullptr, nullptr, nullptr}, {y0->typed_data(), y1->typed_data(), y2->typed_data()});
+}
+
+ffi::Error Int8x3(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S8> q0, ffi::Buffer<ffi::F32> s0,
+                  ffi::Buffer<ffi::S8> q1, ffi::Buffer<ffi::F32> s1, ffi::Buffer<ffi::S8> q2, ffi::Buffer<ffi::F32> s2,
+                  ffi::ResultBuffer<ffi::F32> y0, ffi::ResultBuffer<ffi::F32> y1, ffi::ResultBuffer<ffi::F32> y2) {
+  return three<int8_t>(pool, x, {q0.dimensions(), q1.dimensions(), q2.dimensions()},
+                       {q0.typed_data(), q1.typed_data(), q2.typed_data()},
+                       {s0.typed_data(), s1.typed_data(), s2.typed_data()},
+                       {y0->typed_data(), y1->typed_data(), y2->typed_data()});
+}
+
 bool bf16_bits(const ffi::AnyBuffer& cache) {
   return cache.element_type() == ffi::DataType::BF16 || cache.element_type() == ffi::DataType::U16;
 }
@@ -389,4 +451,40 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(NeoRowsTimesF32, F32,
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NeoRowsTimesF32x3, F32x3,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NeoRowsTimesBf16x3, Bf16x3,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NeoRowsTimesInt8x3, Int8x3,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S8>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S8>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S8>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());

@@ -62,8 +62,10 @@ def test_decoding_calls_the_kernel_and_matches_xla_s_product(weights: str, monke
     tokens = np.random.RandomState(1).randint(0, cfg.n_vocab, size=(2, 4)).astype(np.int32)  # 8 rows: few
     target = cpu_matvec.INT8 if weights == "int8" else cpu_matvec.BF16
     forward = _forward(dcfg)  # traced anew each time: whether the kernel is used is decided while tracing
-    calls = forward.lower(quantized, tokens).as_text().count(f"custom_call @{target}(")
-    assert calls == cfg.n_layer * 6 + 1  # q, k, v, o, c_fc, c_proj per layer, and the tied head
+    text = forward.lower(quantized, tokens).as_text()
+    three = cpu_matvec.THREE[type(quantized["h_0"]["attn"]["q"])]
+    calls = [text.count(f"custom_call @{name}(") for name in (target, three)]
+    assert calls == [cfg.n_layer * 3 + 1, cfg.n_layer]  # o, c_fc, c_proj per layer and the tied head; q, k, v as one
     kernel = np.asarray(forward(quantized, tokens))
 
     monkeypatch.setattr(cpu_matvec, "ready", lambda: False)
@@ -181,6 +183,26 @@ def test_a_float32_weight_meets_one_row_in_the_kernel_and_more_rows_in_xla(o: in
     assert f"custom_call @{cpu_matvec.F32}(" in product.lower(x, w).as_text()
     want = x.astype(np.float64) @ w.T.astype(np.float64)
     np.testing.assert_allclose(np.asarray(product(x, w)), want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+@needs_compiler
+@pytest.mark.parametrize("kind", ["float32", "bfloat16", "int8"])
+def test_three_products_in_one_call_equal_three_calls(kind: str) -> None:
+    """Attention's q, k and v at batch 1 are one kernel call (`dense_three`); each result equals its own product's."""
+    rng = np.random.default_rng(5)
+    float32 = [rng.standard_normal((o, 96)).astype(np.float32) for o in (40, 40, 40)]
+    held = {
+        "float32": jnp.asarray,
+        "bfloat16": lambda w: Bf16Weight(jnp.asarray(w, jnp.bfloat16)),
+        "int8": quantize_int8,
+    }
+    ws = tuple(held[kind](w) for w in float32)
+    x = rng.standard_normal((1, 96)).astype(np.float32)
+    together = jax.jit(cpu_matvec.rows_times_three)
+    target = cpu_matvec.THREE[jax.Array if kind == "float32" else type(ws[0])]
+    assert f"custom_call @{target}(" in together.lower(x, ws).as_text()
+    for got, w in zip(together(x, ws), ws, strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(jax.jit(cpu_matvec.rows_times)(x, w)))
 
 
 def test_what_the_kernel_never_takes() -> None:

@@ -81,34 +81,34 @@ def dense(x: jax.Array, w: jax.Array | LowBitWeight, spec: str, cfg: ModelConfig
     """
     if not cfg.weights_out_first:
         return kernels_for(cfg.attention_impl, cfg.precision).dense(x, w, spec)
-    xs, ws = spec.split("->")[0].split(",")
-    n_in = len(set(xs) & set(ws))
-    lead = x.shape[: x.ndim - n_in]
-    stored = w.stored if is_low_bit(w) else w
-    outs = stored.shape[: stored.ndim - n_in]
-    rows, x2 = math.prod(lead), x.reshape(math.prod(lead), -1)
-    w2 = w.matrix(n_in) if is_low_bit(w) else w.reshape(math.prod(outs), -1)
-    y = rows_times_weight(x2, w2) if rows <= FEW_ROWS else many_rows_times_weight(x2, w2)
-    return y.reshape(*lead, *outs)
+    x2, w2, shape = _as_matrices(x, w, spec)
+    y = rows_times_weight(x2, w2) if x2.shape[0] <= FEW_ROWS else many_rows_times_weight(x2, w2)
+    return y.reshape(shape)
 
 
 def dense_three(
     x: jax.Array, ws: tuple[Any, Any, Any], spec: str, cfg: ModelConfig
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """`dense(x, w, spec, cfg)` for three weights of one shape (attention's q, k and v): one call of neo's CPU kernel
-    where it takes all three (`cpu_matvec.rows_times_three`), else three products."""
-    if cfg.weights_out_first and len({type(w) for w in ws}) == 1:
-        xs, wspec = spec.split("->")[0].split(",")
-        n_in = len(set(xs) & set(wspec))
-        lead = x.shape[: x.ndim - n_in]
-        stored = [w.stored if is_low_bit(w) else w for w in ws]
-        outs = stored[0].shape[: stored[0].ndim - n_in]
-        x2 = x.reshape(math.prod(lead), -1)
-        w2 = [w.matrix(n_in) if is_low_bit(w) else w.reshape(math.prod(outs), -1) for w in ws]
-        if all(a.shape == stored[0].shape for a in stored) and all(cpu_matvec.handles(x2, w) for w in w2):
-            ys = cpu_matvec.rows_times_three(x2, tuple(w2))
-            return tuple(y.reshape(*lead, *outs) for y in ys)  # type: ignore[return-value]
+    """`dense(x, w, spec, cfg)` for three weights of one shape and kind (attention's q, k and v): one call of neo's CPU
+    kernel where it takes all three (`cpu_matvec.rows_times_three`), else three products."""
+    if cfg.weights_out_first:
+        parts = [_as_matrices(x, w, spec) for w in ws]
+        (x2, _, shape), w2 = parts[0], tuple(w for _, w, _ in parts)
+        kinds = {(type(w), getattr(w, "stored", w).shape) for w in w2}
+        if len(kinds) == 1 and all(cpu_matvec.handles(x2, w) for w in w2):
+            return tuple(y.reshape(shape) for y in cpu_matvec.rows_times_three(x2, w2))  # type: ignore[return-value]
     return tuple(dense(x, w, spec, cfg) for w in ws)  # type: ignore[return-value]
+
+
+def _as_matrices(x: jax.Array, w: jax.Array | LowBitWeight, spec: str) -> tuple[jax.Array, Any, tuple[int, ...]]:
+    """(x as [rows, in], a weight stored [out..., in...] as [out, in], the product's shape) for `dense`'s `spec`."""
+    xs, ws = spec.split("->")[0].split(",")
+    n_in = len(set(xs) & set(ws))
+    lead = x.shape[: x.ndim - n_in]
+    stored = w.stored if is_low_bit(w) else w
+    outs = stored.shape[: stored.ndim - n_in]
+    w2 = w.matrix(n_in) if is_low_bit(w) else w.reshape(math.prod(outs), -1)
+    return x.reshape(math.prod(lead), -1), w2, (*lead, *outs)
 
 
 def embed(table: jax.Array | LowBitWeight, ids: jax.Array, cfg: ModelConfig) -> jax.Array:

@@ -48,13 +48,13 @@ def bench_config(*overrides: str) -> Any:
     return compose([*BENCH_OVERRIDES, *overrides])
 
 
-def bench_neo(steps: int, warmup: int) -> tuple[float, float]:
+def bench_neo(steps: int, warmup: int, precision: str = "float32") -> tuple[float, float]:
     import jax
 
     from neo.train.metrics import flops_per_token
     from neo.train.session import build_session
 
-    cfg = bench_config()
+    cfg = bench_config(f"model.precision={precision}")
     session = build_session(cfg, devices=jax.devices()[:1])
     state = session.fresh_state()
     rng = np.random.default_rng(0)
@@ -127,9 +127,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="fresh-process measurements of each implementation")
     parser.add_argument("--skip-torch", action="store_true")
     parser.add_argument("--one", choices=["neo", "torch"], help=argparse.SUPPRESS)  # internal: one measurement
+    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32", help="neo's model.precision")
     args = parser.parse_args()
     if args.one == "neo":
-        tps, fpt = bench_neo(args.steps, args.warmup)
+        tps, fpt = bench_neo(args.steps, args.warmup, args.precision)
         print(json.dumps({"tps": tps, "fpt": fpt}))
         return
     if args.one == "torch":

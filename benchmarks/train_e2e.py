@@ -12,7 +12,11 @@ encoded into TFRecord chunks by `neo tokenizer train` / `neo data encode`.
 - bare: neo's jitted step alone (`train.py`'s measurement), so the loop's cost shows as the gap to it.
 The implementations take turns for `--rounds` rounds; each round is printed, with the medians and their ratio.
 
-    python benchmarks/train_e2e.py [--steps 60] [--rounds 3] [--workdir /tmp/neo_train_e2e]
+`--precisions` runs each comparison in float32 (both sides' default) and/or in bfloat16 mixed precision: neo with
+`model.precision=bfloat16` (float32 parameters and optimizer, bf16 products and activations), the baseline under
+`torch.autocast("cpu", dtype=torch.bfloat16)`, as transformers' Trainer runs `--bf16` on a CPU.
+
+    python benchmarks/train_e2e.py [--steps 60] [--rounds 3] [--precisions float32,bfloat16] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from as_installed import byte_compile_neo
@@ -78,9 +83,10 @@ def prepare(workdir: Path) -> Path:
     return data
 
 
-def overrides(data: Path, run: Path, steps: int) -> list[str]:
+def overrides(data: Path, run: Path, steps: int, precision: str) -> list[str]:
     return [
         *BENCH_OVERRIDES,
+        f"model.precision={precision}",
         f"train.steps={steps}",
         "train.log_every=5",
         f"train.checkpoint_every={steps}",
@@ -90,19 +96,20 @@ def overrides(data: Path, run: Path, steps: int) -> list[str]:
     ]
 
 
-def run_neo(data: Path, workdir: Path, steps: int) -> dict[str, float]:
+def run_neo(data: Path, workdir: Path, steps: int, precision: str) -> dict[str, float]:
     run = workdir / "run"
     shutil.rmtree(run, ignore_errors=True)
     start = time.perf_counter()
-    subprocess.run([*neo_command(), "train", *overrides(data, run, steps)], check=True, capture_output=True)
+    subprocess.run([*neo_command(), "train", *overrides(data, run, steps, precision)], check=True, capture_output=True)
     wall = time.perf_counter() - start
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     windows = [r["tokens_per_sec"] for r in rows if "loss" in r and r["step"] > WARMUP]
     return {"tps": statistics.median(windows), "wall": wall}
 
 
-def torch_loop(data: str, steps: int) -> dict[str, float]:
-    """The baseline's process: tokens in memory, then the plain training loop."""
+def torch_loop(data: str, steps: int, precision: str) -> dict[str, float]:
+    """The baseline's process: tokens in memory, then the plain training loop (its forward pass under autocast in
+    bfloat16)."""
     import numpy as np
     import torch
 
@@ -120,7 +127,8 @@ def torch_loop(data: str, steps: int) -> dict[str, float]:
     for step in range(steps):
         t0 = time.perf_counter()
         batch = chunks[(step * BATCH) % (n - BATCH) :][:BATCH]
-        loss = model(batch[:, :-1], labels=batch[:, :-1]).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            loss = model(batch[:, :-1], labels=batch[:, :-1]).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -143,28 +151,43 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/neo_train_e2e"))
+    parser.add_argument("--precisions", default="float32,bfloat16", help="float32 and/or bfloat16, comma-separated")
     parser.add_argument("--torch-one", help=argparse.SUPPRESS)  # internal: one baseline measurement
+    parser.add_argument("--precision", default="float32", help=argparse.SUPPRESS)  # of the internal measurement
     args = parser.parse_args()
     byte_compile_neo()
     if args.torch_one:
-        print(json.dumps(torch_loop(args.torch_one, args.steps)))
+        print(json.dumps(torch_loop(args.torch_one, args.steps, args.precision)))
         return
     data = prepare(args.workdir)
-    impls = {
-        "neo train (whole command)": lambda: run_neo(data, args.workdir, args.steps),
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for i in range(args.rounds):
+        for precision in args.precisions.split(","):
+            for name, measure in implementations(args, data, precision).items():
+                runs.setdefault((precision, name), []).append(measure())
+                tps = runs[precision, name][-1]["tps"]
+                print(f"round {i + 1}: {precision} {name}: {tps:,.0f} tokens/s", file=sys.stderr, flush=True)
+    print(f"{os.cpu_count()} cores; {args.rounds} rounds of {args.steps} steps (first {WARMUP} not timed)")
+    for precision in args.precisions.split(","):
+        report(precision, {name: rows for (p, name), rows in runs.items() if p == precision})
+
+
+def implementations(args: argparse.Namespace, data: Path, precision: str) -> dict[str, Callable[[], dict]]:
+    """neo's command, the baseline, and neo's bare step, each measured in a fresh process."""
+    steps, timed, warmup = str(args.steps), str(args.steps - WARMUP), str(WARMUP)
+    return {
+        "neo train (whole command)": lambda: run_neo(data, args.workdir, args.steps, precision),
         "transformers + AdamW loop": lambda: run_python(
-            [__file__, "--torch-one", str(data), "--steps", str(args.steps)], huge_pages=False
+            [__file__, "--torch-one", str(data), "--steps", steps, "--precision", precision], huge_pages=False
         ),
         "neo bare step (train.py)": lambda: run_python(
-            [str(HERE / "train.py"), "--one", "neo", "--steps", str(args.steps - WARMUP), "--warmup", str(WARMUP)]
+            [str(HERE / "train.py"), "--one", "neo", "--steps", timed, "--warmup", warmup, "--precision", precision]
         ),
     }
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in impls}
-    for i in range(args.rounds):
-        for name, measure in impls.items():
-            runs[name].append(measure())
-            print(f"round {i + 1}: {name}: {runs[name][-1]['tps']:,.0f} tokens/s", file=sys.stderr, flush=True)
-    print(f"{os.cpu_count()} cores; {args.rounds} rounds of {args.steps} steps (first {WARMUP} not timed)")
+
+
+def report(precision: str, runs: dict[str, list[dict[str, float]]]) -> None:
+    print(f"\n{precision}")
     print(f"{'implementation':<30}{'median tok/s':>13}{'median wall':>12}   each round (tokens/s)")
     for name, rows in runs.items():
         tps = statistics.median(r["tps"] for r in rows)
@@ -172,12 +195,8 @@ def main() -> None:
         wall = f"{statistics.median(walls):.1f}s" if walls else "-"
         each = ", ".join(f"{r['tps']:,.0f}" for r in rows)
         print(f"{name:<30}{tps:>13,.0f}{wall:>12}   {each}")
-    med = {name: statistics.median(r["tps"] for r in rows) for name, rows in runs.items()}
-    names = list(impls)
-    print(
-        f"neo train / transformers loop: {med[names[0]] / med[names[1]]:.2f}x; "
-        f"neo train / bare step: {med[names[0]] / med[names[2]]:.3f}"
-    )
+    med = [statistics.median(r["tps"] for r in rows) for rows in runs.values()]
+    print(f"neo train / transformers loop: {med[0] / med[1]:.2f}x; neo train / bare step: {med[0] / med[2]:.3f}")
 
 
 if __name__ == "__main__":

@@ -144,7 +144,7 @@ class Attention(nn.Module):
                 kernels = kernels_for(cfg.attention_impl, cfg.precision)
                 out = kernels.attention(q, keys, values, mask, window, in_order, dropout)
         out = constrain(out.astype(x.dtype), ("batch", "length", "heads", "kv"))
-        return dense(out, wo, "blhk,hkd->bld", cfg) + bo, entries
+        return dense(out, wo, "blhk,hkd->bld", cfg, bo), entries
 
     def _memory(self) -> tuple[jax.Array, jax.Array]:
         """The learned memory key/values every query may attend to: [num_mem_kv, heads, kv] each."""

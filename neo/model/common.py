@@ -72,18 +72,23 @@ def dense_param(
     return param(module, name, init, shape, axes, cfg)
 
 
-def dense(x: jax.Array, w: jax.Array | LowBitWeight, spec: str, cfg: ModelConfig) -> jax.Array:
-    """`einsum(spec, x, w)` for a `dense_param` weight, where x's trailing dims contract with w's leading ones.
+def dense(
+    x: jax.Array, w: jax.Array | LowBitWeight, spec: str, cfg: ModelConfig, bias: jax.Array | None = None
+) -> jax.Array:
+    """`einsum(spec, x, w) + bias` for a `dense_param` weight, where x's trailing dims contract with w's leading ones.
 
-    The product is the configured kernels' (`neo.model.kernels`: on CPUs its gradients take XLA CPU's fast operand
-    orders). A weight stored [out, in] (`cfg.weights_out_first`, decoding) meets a few rows through
-    `rows_times_weight`; many rows (a prefill) as x @ w.T, which XLA CPU runs as fast as x @ w.
+    The product and the bias are the configured kernels' (`neo.model.kernels`: on CPUs the gradients take XLA CPU's
+    fast operand orders, and its fast bfloat16 path in bf16). A weight stored [out, in] (`cfg.weights_out_first`,
+    decoding) meets a few rows through `rows_times_weight`; many rows (a prefill) as x @ w.T, which XLA CPU runs as
+    fast as x @ w.
     """
     if not cfg.weights_out_first:
-        return kernels_for(cfg.attention_impl, cfg.precision).dense(x, w, spec)
+        kernels = kernels_for(cfg.attention_impl, cfg.precision)
+        y = kernels.dense(x, w, spec)
+        return y if bias is None else kernels.add_bias(y, bias)
     x2, w2, shape = _as_matrices(x, w, spec)
-    y = rows_times_weight(x2, w2) if x2.shape[0] <= FEW_ROWS else many_rows_times_weight(x2, w2)
-    return y.reshape(shape)
+    y = (rows_times_weight(x2, w2) if x2.shape[0] <= FEW_ROWS else many_rows_times_weight(x2, w2)).reshape(shape)
+    return y if bias is None else y + bias
 
 
 def dense_three(

@@ -2,7 +2,9 @@
 // - a few float32 rows times a low-precision weight: y [n, o] = x [n, k] . w [o, k]^T, with w held as int8 (times
 //   one float32 scale per output row) or as bfloat16;
 // - attention over a KV cache, per head: scores [N, s] = K [N, s, d] . q [N, d] and out [N, d] = p [N, s] . V
-//   [N, s, d], the cache float32 or bfloat16 (or its bits, uint16; N = batch x heads).
+//   [N, s, d], the cache float32 or bfloat16 (or its bits, uint16; N = batch x heads);
+// - and, for bfloat16 training (neo/model/kernels/cpu.py), a transposed copy of a bfloat16 matrix that XLA cannot
+//   fold back into the dot that reads it.
 //
 // Batch-1 decoding reads every weight, and every cached key and value, once per token, so its speed is the rate at
 // which they stream from memory. XLA's CPU backend widens a low-precision weight before its dot (several times
@@ -415,7 +417,34 @@ ffi::Error CacheMix(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p, ffi::AnyBuffe
   return ffi::Error::Success();
 }
 
+// out [c, r] = a [r, c]^T for 16-bit values, in square tiles; bands of output rows are split over the pool.
+void transpose16(ffi::ThreadPool& pool, const uint16_t* a, int64_t r, int64_t c, uint16_t* out) {
+  constexpr int64_t kTile = 32;
+  parallel(pool, (c + kTile - 1) / kTile, threads_of(pool), [=](int64_t band) {
+    const int64_t j0 = band * kTile, j1 = std::min(c, j0 + kTile);
+    for (int64_t i0 = 0; i0 < r; i0 += kTile) {
+      const int64_t i1 = std::min(r, i0 + kTile);
+      for (int64_t j = j0; j < j1; ++j)
+        for (int64_t i = i0; i < i1; ++i) out[j * r + i] = a[i * c + j];
+    }
+  });
+}
+
+ffi::Error TransposeBf16(ffi::ThreadPool pool, ffi::Buffer<ffi::BF16> a, ffi::ResultBuffer<ffi::BF16> out) {
+  const auto d = a.dimensions();
+  if (d.size() != 2) return ffi::Error::InvalidArgument("neo transpose: expects a matrix [r, c]");
+  transpose16(pool, reinterpret_cast<const uint16_t*>(a.typed_data()), d[0], d[1],
+              reinterpret_cast<uint16_t*>(out->typed_data()));
+  return ffi::Error::Success();
+}
+
 }  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NeoTransposeBf16, TransposeBf16,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::BF16>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(NeoRowsTimesInt8, Int8,
                               ffi::Ffi::Bind()

@@ -11,6 +11,8 @@ float32 matrix-vector product does (~1.2x its rate here). A decode step's attent
 one small dot per head; XLA CPU runs those at about half the memory's rate, `cache_scores` and `cache_mix` at its
 full rate.
 
+The same library transposes bfloat16 matrices for bf16 training on CPU (`transposed`, `neo.model.kernels.cpu`).
+
 It is compiled on first use with the machine's C++ compiler (`$CXX`, else g++, c++ or clang++) for this CPU
 (`-march=native`), against the XLA FFI headers that ship with jaxlib, into `NEO_CACHE_DIR/kernels` (default
 `~/.cache/neo`), keyed by its source, the JAX version, the compiler and the CPU. Where no compiler works,
@@ -42,13 +44,13 @@ SOURCE = Path(__file__).with_suffix(".cc")
 INT8, BF16, F32 = "neo_rows_times_int8", "neo_rows_times_bf16", "neo_rows_times_f32"  # the custom-call targets
 THREE = {Int8Weight: "neo_rows_times_int8x3", Bf16Weight: "neo_rows_times_bf16x3", jax.Array: "neo_rows_times_f32x3"}
 SCORES, MIX = "neo_cache_scores", "neo_cache_mix"
+TRANSPOSE = "neo_transpose_bf16"
 # the most rows the kernel takes (a decode step's few, or a short prefill's): its tiles re-read x for every 4 weight
 # rows, 1.2x XLA's time at 128 rows, 1.3x at 256, 1.8x at 512 once XLA's widened weights are in place; up to 256
 # that costs less than the widening a fresh process pays (benchmarks/README.md)
 MAX_ROWS = 256
-DISABLED_CHECKS = tuple(
-    jax.export.DisabledSafetyCheck.custom_call(name) for name in (INT8, BF16, F32, *THREE.values(), SCORES, MIX)
-)
+TARGETS = (INT8, BF16, F32, *THREE.values(), SCORES, MIX, TRANSPOSE)
+DISABLED_CHECKS = tuple(jax.export.DisabledSafetyCheck.custom_call(name) for name in TARGETS)
 
 
 def handles(x: jax.Array, w: object) -> bool:
@@ -90,6 +92,24 @@ def _stored(w: Any) -> jax.Array:
     return w.stored if is_low_bit(w) else w
 
 
+def transposes(a: jax.Array) -> bool:
+    """Whether `transposed(a)` runs the kernel: a bfloat16 matrix on a CPU, not sharded over a mesh of several
+    devices, a kernel built."""
+    return (
+        a.dtype == jnp.bfloat16
+        and a.ndim == 2
+        and jax.default_backend() == "cpu"
+        and jax.sharding.get_abstract_mesh().size <= 1
+        and ready()
+    )
+
+
+def transposed(a: jax.Array) -> jax.Array:
+    """a.T [c, r] of a bfloat16 matrix [r, c] as a new row-major array, which XLA cannot fold into the dot that reads
+    it: XLA CPU's fast bfloat16 product takes row-major operands only (see `neo.model.kernels.cpu`)."""
+    return jax.ffi.ffi_call(TRANSPOSE, jax.ShapeDtypeStruct(a.shape[::-1], a.dtype))(a)
+
+
 def handles_cache(cache: jax.Array) -> bool:
     """Whether `cache_scores` and `cache_mix` run the kernel on `cache`: a float32 or bfloat16 cache on a CPU, not
     sharded over a mesh (the kernel sees one device's buffers), a kernel built."""
@@ -126,8 +146,8 @@ def ready() -> bool:
         _register(_build())
     except (OSError, subprocess.SubprocessError, AttributeError) as e:
         warnings.warn(
-            f"neo: could not build its CPU kernels for decoding ({e}); decoding falls back to XLA's products, "
-            "slower (several times for int8/bfloat16 weights; install a C++ compiler such as g++ to fix)",
+            f"neo: could not build its CPU kernels ({e}); decoding and bfloat16 training fall back to XLA's "
+            "products, slower (several times for int8/bfloat16 weights; install a C++ compiler such as g++ to fix)",
             stacklevel=2,
         )
         return False
@@ -146,6 +166,7 @@ def _register(library: Path) -> None:
     symbols = {INT8: loaded.NeoRowsTimesInt8, BF16: loaded.NeoRowsTimesBf16, F32: loaded.NeoRowsTimesF32}
     symbols |= {THREE[Int8Weight]: loaded.NeoRowsTimesInt8x3, THREE[Bf16Weight]: loaded.NeoRowsTimesBf16x3}
     symbols |= {THREE[jax.Array]: loaded.NeoRowsTimesF32x3, SCORES: loaded.NeoCacheScores, MIX: loaded.NeoCacheMix}
+    symbols |= {TRANSPOSE: loaded.NeoTransposeBf16}
     for name, symbol in symbols.items():
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(symbol), platform="cpu")
     _REGISTERED.append(library)

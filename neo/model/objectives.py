@@ -16,6 +16,8 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from neo.model import cpu_matvec
+
 
 def _picked(logits: jax.Array, targets: jax.Array) -> jax.Array:
     """logits[..., target] by a one-hot compare: it fuses into the softmax's elementwise pass, where a gather's
@@ -100,10 +102,18 @@ def _pass(x, head, targets, weights, z_coef, chunks, cpu_matmuls, *, with_grads:
     denom = jnp.maximum(weights.sum(), 1.0)
     n_tokens = targets.size
 
+    # bfloat16 on a CPU: XLA CPU's fast bf16 product takes row-major operands only, so the head's transposes are
+    # made by neo's kernel, which XLA cannot fold into the dots (`neo.model.kernels.cpu`)
+    bf16_rows = cpu_matmuls and cpu_matvec.transposes(head)
+    head_t = cpu_matvec.transposed(head) if bf16_rows else None
+
     def body(carry, xs):
         ce_sum, z_sum, d_head = carry
         xc, tc, wc = xs
-        logits = jnp.einsum("bld,vd->blv", xc, head, preferred_element_type=jnp.float32)
+        if bf16_rows:
+            logits = jnp.dot(xc, head_t, preferred_element_type=jnp.float32)
+        else:
+            logits = jnp.einsum("bld,vd->blv", xc, head, preferred_element_type=jnp.float32)
         lse = jax.nn.logsumexp(logits, axis=-1)
         ce_sum += jnp.sum(wc * (lse - _target_logits(logits, tc)))
         z_sum += jnp.sum(jnp.square(lse))
@@ -117,7 +127,8 @@ def _pass(x, head, targets, weights, z_coef, chunks, cpu_matmuls, *, with_grads:
         # accumulated as [embd, vocab] (transposed once at the end): contracting over tokens then needs no
         # transposed copy of the big d_logits, only of the small hidden chunk
         if cpu_matmuls:  # XLA would fold the transposes into the dot and read both operands across their rows
-            x_t = jax.lax.optimization_barrier(xc.reshape(-1, xc.shape[-1]).T)
+            x2 = xc.reshape(-1, xc.shape[-1])
+            x_t = cpu_matvec.transposed(x2) if bf16_rows else jax.lax.optimization_barrier(x2.T)
             d_logits2 = d_logits.reshape(-1, d_logits.shape[-1])
             d_head += jnp.einsum("dn,nv->dv", x_t, d_logits2, preferred_element_type=jnp.float32)
         else:

@@ -1,13 +1,19 @@
-"""The CPU training attention (query blocks, written-out backward) against the masked full square."""
+"""The CPU training kernels: attention (query blocks, written-out backward) against the masked full square, and the
+bfloat16 products (neo's transpose kernel, bias gradients as products) against float32 arithmetic."""
 
 from __future__ import annotations
+
+import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neo.model.kernels.cpu import causal_attention, query_spans
+from neo.model import cpu_matvec
+from neo.model.kernels.cpu import add_bias, causal_attention, cpu_matmul, query_spans
+
+needs_compiler = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++")
 
 
 def _reference(q: jax.Array, k: jax.Array, v: jax.Array, window: int | None) -> jax.Array:
@@ -47,3 +53,43 @@ def test_bfloat16_inputs_attend_in_float32() -> None:
     assert out.dtype == jnp.float32
     want = _reference(*(t.astype(jnp.bfloat16).astype(jnp.float32) for t in (q, k, v)), None)
     np.testing.assert_allclose(np.asarray(out), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+@needs_compiler
+def test_transpose_kernel_copies_a_bfloat16_matrix_transposed() -> None:
+    a = jnp.asarray(np.random.default_rng(2).standard_normal((37, 70)), jnp.bfloat16)  # not a multiple of the tile
+    assert cpu_matvec.transposes(a)
+    got = jax.jit(cpu_matvec.transposed)(a)
+    assert got.shape == (70, 37) and got.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(a, np.float32).T)
+
+
+def _bf16(rng: np.random.Generator, *shape: int) -> jax.Array:
+    return jnp.asarray(rng.standard_normal(shape), jnp.bfloat16)
+
+
+@needs_compiler
+def test_bfloat16_matmul_and_bias_match_float32_arithmetic() -> None:
+    """Values and gradients of the bf16 path (products accumulated in float32, the backward's transposes made by neo's
+    kernel, the bias gradient a product with ones) against float32 arithmetic on the same bf16 numbers; and the
+    program really calls the kernel."""
+    rng = np.random.default_rng(3)
+    x, w, b, dy = _bf16(rng, 96, 48), _bf16(rng, 48, 80), _bf16(rng, 80), _bf16(rng, 96, 80)
+
+    def loss(f, dtype):
+        return lambda x, w, b: jnp.vdot(f(x.astype(dtype), w.astype(dtype), b.astype(dtype)).astype(jnp.float32), dy)
+
+    kernel = jax.jit(jax.value_and_grad(loss(lambda x, w, b: add_bias(cpu_matmul(x, w), b), jnp.bfloat16), (0, 1, 2)))
+    assert cpu_matvec.TRANSPOSE in kernel.lower(x, w, b).as_text()
+    got_value, got = kernel(x, w, b)
+    want_value, want = jax.value_and_grad(loss(lambda x, w, b: x @ w + b, jnp.float32), (0, 1, 2))(x, w, b)
+    assert float(got_value) == pytest.approx(float(want_value), rel=1e-2)
+    for name, g, ref in zip(("x", "w", "b"), got, want, strict=True):
+        assert g.dtype == jnp.bfloat16
+        np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(ref), rtol=2e-2, atol=0.1, err_msg=name)
+
+
+def test_float32_bias_keeps_its_plain_gradient() -> None:
+    y, b = jnp.ones((4, 3)), jnp.arange(3.0)
+    db = jax.grad(lambda b: jnp.sum(add_bias(y, b) * jnp.arange(4.0)[:, None]))(b)
+    np.testing.assert_array_equal(np.asarray(db), np.full(3, 6.0))

@@ -49,6 +49,28 @@ def test_fused_head_loss_equals_logits_then_cross_entropy(chunks: int, weighted:
     assert float(z) == pytest.approx(float(z_loss(jax.nn.logsumexp(logits, -1), 1e-2)), rel=1e-6)
 
 
+@pytest.mark.parametrize("chunks", [1, 4])
+def test_bfloat16_head_on_cpu_kernels_matches_float32(chunks: int) -> None:
+    """In bfloat16 the CPU form (its transposes made by neo's kernel) gives the float32 loss and gradients of the same
+    bf16 numbers, to bf16's precision."""
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(2, 16, 8)), jnp.bfloat16)
+    head = jnp.asarray(rng.normal(size=(40, 8)), jnp.bfloat16)
+    targets = jnp.asarray(rng.integers(0, 40, (2, 16)))
+
+    def fused(x: jax.Array, head: jax.Array) -> jax.Array:
+        return lm_head_loss(x, head, targets, z_coef=1e-2, chunks=chunks, cpu_matmuls=True)[0]
+
+    def unfused(x: jax.Array, head: jax.Array) -> jax.Array:
+        return _reference(x.astype(jnp.float32), head.astype(jnp.float32), targets, None, 1e-2)
+
+    assert float(fused(x, head)) == pytest.approx(float(unfused(x, head)), rel=1e-5)
+    got, want = jax.jit(jax.grad(fused, argnums=(0, 1)))(x, head), jax.grad(unfused, argnums=(0, 1))(x, head)
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == jnp.bfloat16
+        np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(w), rtol=2e-2, atol=2e-3)
+
+
 def test_fused_head_loss_keeps_dtypes_and_checks_chunks() -> None:
     x, head = jnp.ones((1, 6, 4), jnp.bfloat16), jnp.ones((10, 4), jnp.float32)
     gx, gh = jax.grad(lambda x, h: lm_head_loss(x, h, jnp.zeros((1, 6), jnp.int32))[0], argnums=(0, 1))(x, head)

@@ -4,6 +4,7 @@ The GPT-Neo block (`neo.model.attention`, `neo.model.transformer`) says *what* i
 module chosen here says *how* on the devices at hand. Every implementation module offers the same three things:
 
     dense(x, w, spec)                        einsum(spec, x, w) for a weight stored [in..., out...]
+    add_bias(y, b)                           y + b, b broadcast over y's last axis
     attention(q, k, v, mask, window, in_order, dropout)
                                              softmax(q kᵀ + mask) v without scaling, q/k/v [batch, length, heads, kv];
                                              float32 statistics; `in_order` = training rows 0..length-1, all valid

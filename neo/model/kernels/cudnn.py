@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from neo.model.kernels import xla
 from neo.model.kernels.sharded import per_shard
-from neo.model.kernels.xla import dense  # noqa: F401  (XLA's products: cuBLAS)
+from neo.model.kernels.xla import add_bias, dense  # noqa: F401  (XLA's products: cuBLAS)
 
 CPU_MATMULS = False
 

@@ -23,7 +23,7 @@ from jax.experimental.pallas.ops.tpu import splash_attention as splash
 
 from neo.model.kernels import xla
 from neo.model.kernels.sharded import per_shard
-from neo.model.kernels.xla import dense  # noqa: F401  (XLA's products are the TPU's own)
+from neo.model.kernels.xla import add_bias, dense  # noqa: F401  (XLA's products are the TPU's own)
 
 CPU_MATMULS = False
 BLOCK_CHOICES = (512, 256, 128)  # rows per kernel block: the largest that divides the sequence

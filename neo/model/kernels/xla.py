@@ -18,6 +18,10 @@ def dense(x: jax.Array, w: jax.Array, spec: str) -> jax.Array:
     return jnp.einsum(spec, x, w)
 
 
+def add_bias(y: jax.Array, b: jax.Array) -> jax.Array:
+    return y + b
+
+
 def query_blocks(length: int, min_rows: int = 32) -> int:
     """How many query blocks a causal layer splits `length` rows into: up to 8, of at least `min_rows` rows each.
 

@@ -104,7 +104,7 @@ def _pass(x, head, targets, weights, z_coef, chunks, cpu_matmuls, *, with_grads:
 
     # bfloat16 on a CPU: XLA CPU's fast bf16 product takes row-major operands only, so the head's transposes are
     # made by neo's kernel, which XLA cannot fold into the dots (`neo.model.kernels.cpu`)
-    bf16_rows = cpu_matmuls and cpu_matvec.transposes(head)
+    bf16_rows = cpu_matmuls and x.dtype == jnp.bfloat16 and cpu_matvec.transposes(head)
     head_t = cpu_matvec.transposed(head) if bf16_rows else None
 
     def body(carry, xs):

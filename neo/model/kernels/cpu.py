@@ -59,7 +59,7 @@ def cpu_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
     explicitly behind an optimisation barrier, and the product is formed with its wider dimension last (XLA CPU's
     faster orientation). Same values as `x @ w` and its autodiff gradients.
     """
-    return x @ w
+    return _product(x, w)
 
 
 def _cpu_matmul_fwd(x: jax.Array, w: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
@@ -68,7 +68,7 @@ def _cpu_matmul_fwd(x: jax.Array, w: jax.Array) -> tuple[jax.Array, tuple[jax.Ar
 
 def _product(a: jax.Array, b: jax.Array) -> jax.Array:
     """a @ b; for bfloat16 operands with float32 accumulation, the form XLA CPU runs on its fast bf16 path."""
-    if a.dtype == jnp.bfloat16:
+    if a.dtype == b.dtype == jnp.bfloat16:
         return jnp.dot(a, b, preferred_element_type=jnp.float32).astype(a.dtype)
     return a @ b
 
@@ -92,7 +92,7 @@ def add_bias(y: jax.Array, b: jax.Array) -> jax.Array:
     """y + b over y's last axis. In bfloat16 the bias gradient, a column sum of dy, is formed as a product with rows
     of ones on XLA CPU's fast bf16 path (`_bf16_add_bias`): XLA's own reduction of a bf16 [2048, 1536] gradient took
     ~12 ms, a tenth of the whole MLP's products."""
-    return _bf16_add_bias(y, b) if y.dtype == jnp.bfloat16 else y + b
+    return _bf16_add_bias(y, b) if y.dtype == b.dtype == jnp.bfloat16 else y + b
 
 
 @jax.custom_vjp

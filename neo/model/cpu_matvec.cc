@@ -417,23 +417,32 @@ ffi::Error CacheMix(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p, ffi::AnyBuffe
   return ffi::Error::Success();
 }
 
-// out [c, r] = a [r, c]^T for 16-bit values, in square tiles; bands of output rows are split over the pool.
-void transpose16(ffi::ThreadPool& pool, const uint16_t* a, int64_t r, int64_t c, uint16_t* out) {
+// out [n, c, r, w] = a [n, r, c, w] for 16-bit values: each of n matrices transposed, its elements w values wide, in
+// square tiles of elements; (matrix, band of output rows) pairs are split over the pool.
+void transpose16(ffi::ThreadPool& pool, const uint16_t* a, int64_t n, int64_t r, int64_t c, int64_t w, uint16_t* out) {
   constexpr int64_t kTile = 32;
-  parallel(pool, (c + kTile - 1) / kTile, threads_of(pool), [=](int64_t band) {
-    const int64_t j0 = band * kTile, j1 = std::min(c, j0 + kTile);
+  const int64_t bands = (c + kTile - 1) / kTile;
+  parallel(pool, n * bands, threads_of(pool), [=](int64_t job) {
+    const int64_t m = job / bands, j0 = job % bands * kTile, j1 = std::min(c, j0 + kTile);
+    const uint16_t* am = a + m * r * c * w;
+    uint16_t* om = out + m * r * c * w;
     for (int64_t i0 = 0; i0 < r; i0 += kTile) {
       const int64_t i1 = std::min(r, i0 + kTile);
-      for (int64_t j = j0; j < j1; ++j)
-        for (int64_t i = i0; i < i1; ++i) out[j * r + i] = a[i * c + j];
+      for (int64_t j = j0; j < j1; ++j) {
+        if (w == 1) {
+          for (int64_t i = i0; i < i1; ++i) om[j * r + i] = am[i * c + j];
+        } else {
+          for (int64_t i = i0; i < i1; ++i) std::memcpy(om + (j * r + i) * w, am + (i * c + j) * w, w * 2);
+        }
+      }
     }
   });
 }
 
 ffi::Error TransposeBf16(ffi::ThreadPool pool, ffi::Buffer<ffi::BF16> a, ffi::ResultBuffer<ffi::BF16> out) {
   const auto d = a.dimensions();
-  if (d.size() != 2) return ffi::Error::InvalidArgument("neo transpose: expects a matrix [r, c]");
-  transpose16(pool, reinterpret_cast<const uint16_t*>(a.typed_data()), d[0], d[1],
+  if (d.size() != 4) return ffi::Error::InvalidArgument("neo transpose: expects a [n, r, c, w] array");
+  transpose16(pool, reinterpret_cast<const uint16_t*>(a.typed_data()), d[0], d[1], d[2], d[3],
               reinterpret_cast<uint16_t*>(out->typed_data()));
   return ffi::Error::Success();
 }

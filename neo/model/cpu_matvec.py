@@ -93,11 +93,10 @@ def _stored(w: Any) -> jax.Array:
 
 
 def transposes(a: jax.Array) -> bool:
-    """Whether `transposed(a)` runs the kernel: a bfloat16 matrix on a CPU, not sharded over a mesh of several
-    devices, a kernel built."""
+    """Whether `transposed(a)` and `swapped(a, ...)` run the kernel: a bfloat16 array on a CPU, not sharded over a
+    mesh of several devices, a kernel built."""
     return (
         a.dtype == jnp.bfloat16
-        and a.ndim == 2
         and jax.default_backend() == "cpu"
         and jax.sharding.get_abstract_mesh().size <= 1
         and ready()
@@ -107,7 +106,13 @@ def transposes(a: jax.Array) -> bool:
 def transposed(a: jax.Array) -> jax.Array:
     """a.T [c, r] of a bfloat16 matrix [r, c] as a new row-major array, which XLA cannot fold into the dot that reads
     it: XLA CPU's fast bfloat16 product takes row-major operands only (see `neo.model.kernels.cpu`)."""
-    return jax.ffi.ffi_call(TRANSPOSE, jax.ShapeDtypeStruct(a.shape[::-1], a.dtype))(a)
+    return swapped(a, 1, a.shape[0], a.shape[1], 1).reshape(a.shape[::-1])
+
+
+def swapped(a: jax.Array, n: int, r: int, c: int, w: int) -> jax.Array:
+    """A bfloat16 array read as [n, r, c, w], returned as [n, c, r, w]: n matrices transposed, each element w values
+    wide (for attention's heads-first and transposed operands), by neo's kernel like `transposed`."""
+    return jax.ffi.ffi_call(TRANSPOSE, jax.ShapeDtypeStruct((n, c, r, w), a.dtype))(a.reshape(n, r, c, w))
 
 
 def handles_cache(cache: jax.Array) -> bool:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from neo.model import cpu_matvec
-from neo.model.kernels.cpu import add_bias, causal_attention, cpu_matmul, query_spans
+from neo.model.kernels.cpu import add_bias, attention, bf16_attention, causal_attention, cpu_matmul, query_spans
 
 needs_compiler = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++")
 
@@ -62,6 +62,41 @@ def test_transpose_kernel_copies_a_bfloat16_matrix_transposed() -> None:
     got = jax.jit(cpu_matvec.transposed)(a)
     assert got.shape == (70, 37) and got.dtype == jnp.bfloat16
     np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(a, np.float32).T)
+
+
+@needs_compiler
+def test_swap_kernel_transposes_batches_of_wide_elements() -> None:
+    a = jnp.asarray(np.random.default_rng(4).standard_normal((3, 5, 7, 4)), jnp.bfloat16)
+    assert cpu_matvec.transposes(a)
+    got = jax.jit(lambda a: cpu_matvec.swapped(a, 3, 5, 7, 4))(a)
+    np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(a, np.float32).transpose(0, 2, 1, 3))
+
+
+@needs_compiler
+@pytest.mark.parametrize("window", [None, 5])
+def test_bfloat16_attention_matches_float32_arithmetic(window: int | None) -> None:
+    """Values and gradients of the bf16 attention (whole square, transposes by neo's kernel, written-out backward)
+    against the float32 reference on the same bf16 numbers, to bf16 precision; `attention` picks it for bf16 rows."""
+    rng = np.random.default_rng(5)
+    q, k, v, d_out = (_bf16(rng, 2, 24, 3, 8) for _ in range(4))
+    mask = jnp.ones((2, 24, 24), bool)
+    picked = jax.jit(lambda q, k, v: attention(q, k, v, mask, window, True)).lower(q, k, v).as_text()
+    assert cpu_matvec.TRANSPOSE in picked
+
+    def loss(f):
+        return lambda q, k, v: jnp.vdot(f(q, k, v).astype(jnp.float32), d_out.astype(jnp.float32))
+
+    def reference(q, k, v):
+        return _reference(*(t.astype(jnp.float32) for t in (q, k, v)), window)
+
+    got, want = bf16_attention(q, k, v, window), reference(q, k, v)
+    assert got.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want), rtol=2e-2, atol=2e-2)
+    g_got = jax.jit(jax.grad(loss(lambda *a: bf16_attention(*a, window)), argnums=(0, 1, 2)))(q, k, v)
+    g_want = jax.grad(loss(reference), argnums=(0, 1, 2))(q, k, v)
+    for name, a, b in zip("qkv", g_got, g_want, strict=True):
+        error = float(jnp.linalg.norm(a.astype(jnp.float32) - b) / jnp.linalg.norm(b))
+        assert error < 0.02, (name, error)
 
 
 def _bf16(rng: np.random.Generator, *shape: int) -> jax.Array:

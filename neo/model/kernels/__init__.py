@@ -1,7 +1,7 @@
 """Kernels as a named choice: `model.attention_impl` = auto | xla | splash | cudnn | cpu.
 
 The GPT-Neo block (`neo.model.attention`, `neo.model.transformer`) says *what* it computes; the implementation
-module chosen here says *how* on the devices at hand. Every implementation module offers the same three things:
+module chosen here says *how* on the devices at hand. Every implementation module offers the same four things:
 
     dense(x, w, spec)                        einsum(spec, x, w) for a weight stored [in..., out...]
     add_bias(y, b)                           y + b, b broadcast over y's last axis

@@ -10,6 +10,7 @@ Auxiliary losses (MoE balance, z-loss) are sown into the "losses" collection; th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -38,20 +39,22 @@ from neo.model.positions import PositionEmbedding
 from neo.model.quantize import LowBitWeight
 
 
-def _save_dots(prim: Any, *args: Any, **params: Any) -> bool:
-    """Save the products' outputs, except a bf16 product accumulated in float32 (neo's CPU kernels): its output is
-    rounded right after, and saving the float32 one cost more than recomputing it (12% of the benchmark model's bf16
-    CPU step, benchmarks/README.md)."""
-    if not jax.checkpoint_policies.checkpoint_dots(prim, *args, **params):
-        return False
-    widened = params.get("preferred_element_type") == jnp.float32 and args[0].dtype == jnp.bfloat16
-    return not widened
+def _unless_widened(policy: Callable[..., bool]) -> Callable[..., bool]:
+    """`policy`, except that a bf16 product accumulated in float32 (neo's CPU kernels) is recomputed, not saved: its
+    output is rounded right after, and saving the float32 one cost more than recomputing it (12% of the benchmark
+    model's bf16 CPU step, benchmarks/README.md)."""
+
+    def save(prim: Any, *args: Any, **params: Any) -> bool:
+        widened = params.get("preferred_element_type") == jnp.float32 and args[0].dtype == jnp.bfloat16
+        return policy(prim, *args, **params) and not widened
+
+    return save
 
 
 REMAT_POLICIES = {
     "full": None,  # save nothing, recompute the block in the backward pass
-    "dots": _save_dots,
-    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+    "dots": _unless_widened(jax.checkpoint_policies.checkpoint_dots),
+    "dots_no_batch": _unless_widened(jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims),
 }
 
 

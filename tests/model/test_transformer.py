@@ -229,7 +229,7 @@ def test_query_blocks_equal_the_full_square(length: int, window: int) -> None:
 
 
 def test_the_dots_remat_policy_recomputes_bf16_products_widened_to_float32() -> None:
-    """`model.remat_policy=dots` saves products' outputs, but not the float32 output of a bf16 product that neo's CPU
+    """The `dots` remat policies save products' outputs, but not the float32 output of a bf16 product that neo's CPU
     kernels round right after (recomputing it was 12% faster than saving it)."""
     from types import SimpleNamespace
 
@@ -237,9 +237,11 @@ def test_the_dots_remat_policy_recomputes_bf16_products_widened_to_float32() -> 
 
     from neo.model.transformer import REMAT_POLICIES
 
-    policy = REMAT_POLICIES["dots"]
     bf16, f32 = SimpleNamespace(dtype=jnp.bfloat16), SimpleNamespace(dtype=jnp.float32)
-    assert not policy(lax.dot_general_p, bf16, bf16, preferred_element_type=np.dtype("float32"))
-    assert policy(lax.dot_general_p, bf16, bf16, preferred_element_type=None)
-    assert policy(lax.dot_general_p, f32, f32, preferred_element_type=np.dtype("float32"))
-    assert not policy(lax.exp_p, f32)
+    matmul = {"dimension_numbers": (((1,), (0,)), ((), ()))}  # [m, k] x [k, n], no batch dims
+    for name in ("dots", "dots_no_batch"):
+        policy = REMAT_POLICIES[name]
+        assert not policy(lax.dot_general_p, bf16, bf16, preferred_element_type=np.dtype("float32"), **matmul)
+        assert policy(lax.dot_general_p, bf16, bf16, preferred_element_type=np.dtype("bfloat16"), **matmul)
+        assert policy(lax.dot_general_p, f32, f32, preferred_element_type=np.dtype("float32"), **matmul)
+        assert not policy(lax.exp_p, f32)

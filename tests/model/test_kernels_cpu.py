@@ -56,11 +56,12 @@ def test_bfloat16_inputs_attend_in_float32() -> None:
 
 
 @needs_compiler
-def test_transpose_kernel_copies_a_bfloat16_matrix_transposed() -> None:
-    a = jnp.asarray(np.random.default_rng(2).standard_normal((37, 70)), jnp.bfloat16)  # not a multiple of the tile
+@pytest.mark.parametrize("shape", [(37, 70), (64, 96), (8, 3)])  # ragged, whole 8 x 8 tiles and 32-wide bands, thin
+def test_transpose_kernel_copies_a_bfloat16_matrix_transposed(shape: tuple[int, int]) -> None:
+    a = jnp.asarray(np.random.default_rng(2).standard_normal(shape), jnp.bfloat16)
     assert cpu_matvec.transposes(a)
     got = jax.jit(cpu_matvec.transposed)(a)
-    assert got.shape == (70, 37) and got.dtype == jnp.bfloat16
+    assert got.shape == shape[::-1] and got.dtype == jnp.bfloat16
     np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(a, np.float32).T)
 
 

@@ -141,6 +141,15 @@ def _block_mask(start: int, end: int, first: int, window: int | None) -> np.ndar
     return mask if window is None else mask & (q - k < window)
 
 
+def _masked(scores: jax.Array, mask: np.ndarray) -> jax.Array:
+    """`scores` where `mask` [q, k] holds, else -inf. The mask is added as a [q, k] bias that joins the scores through
+    an optimization barrier: a mask that depends on nothing in the layer loop is hoisted out of it, and there
+    broadcast to the scores' whole [batch, heads, q, k] shape, an array written each step and read by every layer."""
+    bias = np.where(mask, 0.0, -np.inf).astype(scores.dtype)
+    scores, bias = jax.lax.optimization_barrier((scores, bias))
+    return scores + bias
+
+
 def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, blocks: int, window: int | None = None) -> jax.Array:
     """softmax(q · kᵀ + mask) · v without scaling, for q, k, v [batch, length, heads, kv]; float32 throughout."""
     heads_first = (0, 2, 1, 3)
@@ -160,7 +169,7 @@ def _forward(
     outs, probs = [], []
     for start, end, first in spans:
         scores = jnp.einsum("bhqd,bhkd->bhqk", q[:, :, start:end], k[:, :, first:end])
-        scores = jnp.where(_block_mask(start, end, first, window), scores, -jnp.inf)
+        scores = _masked(scores, _block_mask(start, end, first, window))
         p = jnp.exp(scores - scores.max(axis=-1, keepdims=True))  # the backward below is the softmax's
         p = p / p.sum(axis=-1, keepdims=True)
         probs.append(p)
@@ -235,7 +244,7 @@ def bf16_attention(q: jax.Array, k: jax.Array, v: jax.Array, window: int | None 
 def _bf16_forward(q: jax.Array, k: jax.Array, v: jax.Array, window: int | None) -> tuple[jax.Array, tuple]:
     length = q.shape[1]
     scores = _mm(_heads_first(q), _heads_first_t(k))
-    scores = jnp.where(_block_mask(0, length, 0, window), scores, -jnp.inf)
+    scores = _masked(scores, _block_mask(0, length, 0, window))
     p = _bf16(jax.nn.softmax(scores, axis=-1))
     out = _bf16(_mm(p, _heads_first(v)))
     return _rows_first(out), (_heads_first_t(q), _heads_first(k), _heads_first_t(v), p, out)

@@ -68,6 +68,11 @@ def train_command(
         return
     result = run_with_progress(cfg, cfg.train.run_dir)
     out.print(f"run {result.run_dir}: steps {result.start_step} → {result.final_step}")
+    from neo.train.precision_hint import hint_for_this_machine
+
+    hint = None if inherited else hint_for_this_machine(cfg, overrides)  # after the run: a user error stays one line
+    if hint:
+        err.print(f"[dim]{hint}[/]")
     if result.stopped_by_signal:
         import signal
 

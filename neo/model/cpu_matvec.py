@@ -203,6 +203,16 @@ def _build() -> Path:
     return target
 
 
+def amx_bf16() -> bool:
+    """Whether this CPU has AMX-BF16 tiles, on which XLA CPU's bfloat16 products run several times its float32 ones
+    (Linux's /proc/cpuinfo; False where it cannot tell)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(line.startswith("flags") and "amx_bf16" in line.split() for line in info.splitlines())
+
+
 def _cpu_identity() -> str:
     """What `-march=native` compiles for: the CPU's model and instruction-set flags (a shared cache directory may be
     seen from machines of several kinds)."""

@@ -70,7 +70,7 @@ def train_command(
     out.print(f"run {result.run_dir}: steps {result.start_step} → {result.final_step}")
     from neo.train.precision_hint import hint_for_this_machine
 
-    hint = None if inherited else hint_for_this_machine(cfg, overrides)  # after the run: a user error stays one line
+    hint = None if inherited or result.stopped_by_signal else hint_for_this_machine(cfg, overrides)  # after the run
     if hint:
         err.print(f"[dim]{hint}[/]")
     if result.stopped_by_signal:

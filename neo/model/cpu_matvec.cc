@@ -444,7 +444,7 @@ inline void tile8(const uint16_t* a, int64_t c, int64_t r, int64_t i, int64_t j,
 // out [n, c, r, w] = a [n, r, c, w] for 16-bit values: each of n matrices transposed, its elements w values wide.
 // (matrix, band of 32 output rows) pairs are split over the pool. A band reads the same 64 bytes of every input row,
 // eight rows at a time (more, at a power-of-two row stride, would evict each other from one L1 set), and writes its
-// output rows front to back. Measured against 32 x 32 square tiles: 1.3-2x faster, and 1.5x on [2048, 8192].
+// output rows front to back (faster than square tiles on every shape of the step: benchmarks/README.md).
 void transpose16(ffi::ThreadPool& pool, const uint16_t* a, int64_t n, int64_t r, int64_t c, int64_t w, uint16_t* out) {
   constexpr int64_t kBand = 32;
   const int64_t bands = (c + kBand - 1) / kBand;

@@ -205,12 +205,8 @@ def _build() -> Path:
 
 def amx_bf16() -> bool:
     """Whether this CPU has AMX-BF16 tiles, on which XLA CPU's bfloat16 products run several times its float32 ones
-    (Linux's /proc/cpuinfo; False where it cannot tell)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(line.startswith("flags") and "amx_bf16" in line.split() for line in info.splitlines())
+    (its flags in `_cpu_identity`; False where they cannot be read)."""
+    return "amx_bf16" in _cpu_identity().split()
 
 
 def _cpu_identity() -> str:

@@ -2,10 +2,15 @@
 
 Compiles neo's train step for the `benchmarks/train.py` model, reads each `dot` out of the optimised HLO (operand
 shapes, contracting and batch dimensions), times that product by itself as a jitted `lax.dot_general`, and sums
-them, counting the dots inside the scanned layers once per layer. The sum is the step's time if everything but the
-matrix products were free: the gap to the measured step is elementwise work, copies and scheduling.
+them, counting a dot in the scanned layers once per layer and one in the loss loop once per chunk. The sum is the
+step's time if everything but the matrix products were free: the gap to the measured step is elementwise work,
+copies and scheduling.
 
-    python benchmarks/train_dots.py [--slowest 12]
+`--torch` also times every product in PyTorch (its operands laid out for one `torch.bmm`, as contiguous copies made
+before the clock starts), in rounds that alternate with XLA's: the same FLOPs on the library the transformers
+baseline uses, so the floor of each side's step can be compared.
+
+    python benchmarks/train_dots.py [--slowest 12] [--torch] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import argparse
 import re
 import statistics
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from train import BATCH, N_CTX, N_VOCAB, bench_config
@@ -49,28 +56,62 @@ def hlo_dots(hlo: str) -> list[dict]:
     return dots
 
 
-def time_dot(d: dict, repeat: int = 9) -> tuple[float, float]:
-    """(median seconds, FLOPs) of one dot alone."""
+def dot_flops(d: dict) -> float:
+    free_rhs = [n for i, n in enumerate(d["rhs"]) if i not in d["contract"][1] + d["batch"][1]]
+    return float(2 * np.prod(d["lhs"]) * np.prod(free_rhs))
+
+
+def _median_time(run: Callable[[], Any], repeat: int) -> float:
+    run()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def time_dot(d: dict, repeat: int = 9) -> float:
+    """Median seconds of one dot alone, as XLA runs it."""
     import jax
     import jax.numpy as jnp
 
     rng = np.random.default_rng(0)
     x, y = (jnp.asarray(rng.random(s, dtype=np.float32)) for s in (d["lhs"], d["rhs"]))
     f = jax.jit(lambda a, b: jax.lax.dot_general(a, b, (d["contract"], d["batch"])))
-    f(x, y).block_until_ready()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        f(x, y).block_until_ready()
-        times.append(time.perf_counter() - t)
-    free_rhs = [n for i, n in enumerate(d["rhs"]) if i not in d["contract"][1] + d["batch"][1]]
-    flops = 2 * np.prod(d["lhs"]) * np.prod(free_rhs)
-    return statistics.median(times), float(flops)
+    return _median_time(lambda: f(x, y).block_until_ready(), repeat)
+
+
+def time_dot_torch(d: dict, repeat: int = 9) -> float:
+    """Median seconds of the same product in PyTorch: [batch, free, contract] @ [batch, contract, free] by bmm."""
+    import torch
+
+    def as_bmm(shape: tuple[int, ...], contract: tuple[int, ...], batch: tuple[int, ...], lhs: bool) -> Any:
+        free = [i for i in range(len(shape)) if i not in contract + batch]
+        size = lambda dims: int(np.prod([shape[i] for i in dims]))
+        order = [*batch, *free, *contract] if lhs else [*batch, *contract, *free]
+        rows, cols = (size(free), size(contract)) if lhs else (size(contract), size(free))
+        x = torch.rand(*shape).permute(*order).contiguous()
+        return x.reshape(size(batch), rows, cols)
+
+    x = as_bmm(d["lhs"], d["contract"][0], d["batch"][0], lhs=True)
+    y = as_bmm(d["rhs"], d["contract"][1], d["batch"][1], lhs=False)
+    with torch.no_grad():
+        return _median_time(lambda: torch.bmm(x, y), repeat)
+
+
+def _trips(op: str, layers: int, loss_chunks: int) -> int:
+    """How often a dot runs per step: once per layer in the scanned layers, once per chunk in the head's loss loop."""
+    if "/while/" not in op:
+        return 1
+    return layers if "GPTNeo._run" in op else loss_chunks
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slowest", type=int, default=12, help="list this many of the slowest products")
+    parser.add_argument("--torch", action="store_true", help="time the same products in PyTorch too")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds over all products (alternating with --torch)")
     args = parser.parse_args()
     import jax
 
@@ -82,24 +123,38 @@ def main() -> None:
     batch = session.global_batch(np.random.default_rng(0).integers(0, N_VOCAB, (BATCH, N_CTX + 1)))
     hlo = session.train_step.jitted.lower(state, batch).compile().as_text()
     layers = cfg.model.n_layer // cfg.model.scan_period()  # trips of the scanned layer loop
-    rows = []
-    for d in hlo_dots(hlo):
-        seconds, flops = time_dot(d)
-        trips = layers if "/while/" in d["op"] else 1
-        rows.append((trips * seconds, trips * flops, trips, d))
-    total_s, total_f = sum(r[0] for r in rows), sum(r[1] for r in rows)
-    print(f"{len(rows)} products in the step; the slowest (time per step, trips, shapes, rate):")
-    for s, f, trips, d in sorted(rows, key=lambda r: -r[0])[: args.slowest]:
+    dots = hlo_dots(hlo)
+    trips = [_trips(d["op"], layers, session.loss_chunks) for d in dots]
+    flops = [n * dot_flops(d) for n, d in zip(trips, dots, strict=True)]
+    total_f = sum(flops)
+    libraries = {"XLA": time_dot, **({"PyTorch": time_dot_torch} if args.torch else {})}
+    totals: dict[str, list[float]] = {name: [] for name in libraries}
+    seconds: dict[str, list[float]] = {}
+    for r in range(args.rounds):
+        for name, timer in libraries.items() if r % 2 == 0 else reversed(libraries.items()):
+            seconds[name] = [n * timer(d) for n, d in zip(trips, dots, strict=True)]
+            totals[name].append(sum(seconds[name]))
+    xla = seconds["XLA"]
+    print(f"{len(dots)} products in the step; the slowest in XLA (time per step, trips, shapes, rate):")
+    for i in sorted(range(len(dots)), key=lambda i: -xla[i])[: args.slowest]:
+        d = dots[i]
         where = d["op"].split("/")[-2] if "/" in d["op"] else d["op"]
+        other = f", PyTorch {flops[i] / seconds['PyTorch'][i] / 1e9:4.0f}" if args.torch else ""
         print(
-            f"  {s * 1e3:7.1f} ms  {trips}x  {d['lhs']} . {d['rhs']} contract {d['contract']} batch {d['batch']}"
-            f"  {f / s / 1e9:4.0f} GFLOP/s  [{where[:40]}]"
+            f"  {xla[i] * 1e3:7.1f} ms  {trips[i]}x  {d['lhs']} . {d['rhs']} contract {d['contract']}"
+            f" batch {d['batch']}  {flops[i] / xla[i] / 1e9:4.0f} GFLOP/s{other}  [{where[:40]}]"
         )
     tokens = BATCH * N_CTX
-    print(
-        f"all products: {total_f / 1e9:.1f} GFLOP in {total_s * 1e3:.0f} ms ({total_f / total_s / 1e9:.0f} GFLOP/s); "
-        f"a step of nothing else would run {tokens / total_s:,.0f} tokens/s"
-    )
+    for name, runs in totals.items():
+        total_s = statistics.median(runs)
+        rounds = " / ".join(f"{t * 1e3:.0f}" for t in runs)
+        print(
+            f"{name}: all products {total_f / 1e9:.1f} GFLOP in {total_s * 1e3:.0f} ms (rounds {rounds}; "
+            f"{total_f / total_s / 1e9:.0f} GFLOP/s): a step of nothing else would run {tokens / total_s:,.0f} tokens/s"
+        )
+    if args.torch:
+        ratio = statistics.median(totals["XLA"]) / statistics.median(totals["PyTorch"])
+        print(f"PyTorch / XLA product rate: {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 from train import BATCH, N_CTX, N_VOCAB, bench_config
 
-DOT = re.compile(r"= \w+\[[\d,]*\]\{[^}]*\} dot\((%[\w.\-]+), (%[\w.\-]+)\), ([^\n]*)")
+TYPES = {"f32": "float32", "bf16": "bfloat16"}  # HLO's element types by the name JAX and PyTorch give them
+DOT = re.compile(r"= (\w+)\[[\d,]*\]\{[^}]*\} dot\((%[\w.\-]+), (%[\w.\-]+)\), ([^\n]*)")
 
 
 def _dims(text: str, key: str) -> tuple[int, ...]:
@@ -34,20 +35,22 @@ def _dims(text: str, key: str) -> tuple[int, ...]:
 
 
 def hlo_dots(hlo: str) -> list[dict]:
-    """Every dot of an optimised HLO module: operand shapes, dimension numbers, and whether it sits in a loop."""
+    """Every dot of an optimised HLO module: operand shapes and types, result type, dimension numbers, where it sits."""
     dots = []
     for comp in re.split(r"\n(?=\S)", hlo):  # computations start at column 0
         for m in DOT.finditer(comp):
-            lhs, rhs, rest = m.groups()
-            shapes = []
+            result, lhs, rhs, rest = m.groups()
+            shapes, types = [], []
             for name in (lhs, rhs):
-                s = re.search(re.escape(name) + r" = \w+\[([\d,]*)\]", comp)
-                shapes.append(tuple(int(d) for d in s.group(1).split(",") if d))
+                s = re.search(re.escape(name) + r" = (\w+)\[([\d,]*)\]", comp)
+                types.append(s.group(1))
+                shapes.append(tuple(int(d) for d in s.group(2).split(",") if d))
             op = re.search(r'op_name="([^"]*)"', rest)
             dots.append(
                 dict(
                     lhs=shapes[0],
                     rhs=shapes[1],
+                    types=(*types, result),  # lhs, rhs, result: bf16 x bf16 -> f32 in a bfloat16 step
                     contract=(_dims(rest, "lhs_contracting_dims"), _dims(rest, "rhs_contracting_dims")),
                     batch=(_dims(rest, "lhs_batch_dims"), _dims(rest, "rhs_batch_dims")),
                     op=op.group(1) if op else "",
@@ -77,13 +80,16 @@ def time_dot(d: dict, repeat: int = 9) -> float:
     import jax.numpy as jnp
 
     rng = np.random.default_rng(0)
-    x, y = (jnp.asarray(rng.random(s, dtype=np.float32)) for s in (d["lhs"], d["rhs"]))
-    f = jax.jit(lambda a, b: jax.lax.dot_general(a, b, (d["contract"], d["batch"])))
+    lhs, rhs, result = (jnp.dtype(TYPES[t]) for t in d["types"])
+    x, y = (jnp.asarray(rng.random(s, dtype=np.float32), t) for s, t in ((d["lhs"], lhs), (d["rhs"], rhs)))
+    dims = (d["contract"], d["batch"])
+    f = jax.jit(lambda a, b: jax.lax.dot_general(a, b, dims, preferred_element_type=result))
     return _median_time(lambda: f(x, y).block_until_ready(), repeat)
 
 
 def time_dot_torch(d: dict, repeat: int = 9) -> float:
-    """Median seconds of the same product in PyTorch: [batch, free, contract] @ [batch, contract, free] by bmm."""
+    """Median seconds of the same product in PyTorch: [batch, free, contract] @ [batch, contract, free] by bmm, in
+    the operands' type (bf16 operands give a bf16 result, as under autocast)."""
     import torch
 
     def as_bmm(shape: tuple[int, ...], contract: tuple[int, ...], batch: tuple[int, ...], lhs: bool) -> Any:
@@ -91,9 +97,10 @@ def time_dot_torch(d: dict, repeat: int = 9) -> float:
         size = lambda dims: int(np.prod([shape[i] for i in dims]))
         order = [*batch, *free, *contract] if lhs else [*batch, *contract, *free]
         rows, cols = (size(free), size(contract)) if lhs else (size(contract), size(free))
-        x = torch.rand(*shape).permute(*order).contiguous()
+        x = torch.rand(*shape, dtype=dtype).permute(*order).contiguous()
         return x.reshape(size(batch), rows, cols)
 
+    dtype = getattr(torch, TYPES[d["types"][0]])
     x = as_bmm(d["lhs"], d["contract"][0], d["batch"][0], lhs=True)
     y = as_bmm(d["rhs"], d["contract"][1], d["batch"][1], lhs=False)
     with torch.no_grad():
@@ -112,12 +119,13 @@ def main() -> None:
     parser.add_argument("--slowest", type=int, default=12, help="list this many of the slowest products")
     parser.add_argument("--torch", action="store_true", help="time the same products in PyTorch too")
     parser.add_argument("--rounds", type=int, default=1, help="rounds over all products (alternating with --torch)")
+    parser.add_argument("--precision", default="float32", help="model.precision of the step (float32, bfloat16)")
     args = parser.parse_args()
     import jax
 
     from neo.train.session import build_session
 
-    cfg = bench_config()
+    cfg = bench_config(f"model.precision={args.precision}")
     session = build_session(cfg, devices=jax.devices()[:1])
     state = session.fresh_state()
     batch = session.global_batch(np.random.default_rng(0).integers(0, N_VOCAB, (BATCH, N_CTX + 1)))

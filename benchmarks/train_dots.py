@@ -92,7 +92,7 @@ def time_dot_torch(d: dict, repeat: int = 9) -> float:
     the operands' type (bf16 operands give a bf16 result, as under autocast)."""
     import torch
 
-    def as_bmm(shape: tuple[int, ...], contract: tuple[int, ...], batch: tuple[int, ...], lhs: bool) -> Any:
+    def as_bmm(shape: tuple[int, ...], contract: tuple[int, ...], batch: tuple[int, ...], lhs: bool, dtype: Any) -> Any:
         free = [i for i in range(len(shape)) if i not in contract + batch]
         size = lambda dims: int(np.prod([shape[i] for i in dims]))
         order = [*batch, *free, *contract] if lhs else [*batch, *contract, *free]
@@ -100,9 +100,8 @@ def time_dot_torch(d: dict, repeat: int = 9) -> float:
         x = torch.rand(*shape, dtype=dtype).permute(*order).contiguous()
         return x.reshape(size(batch), rows, cols)
 
-    dtype = getattr(torch, TYPES[d["types"][0]])
-    x = as_bmm(d["lhs"], d["contract"][0], d["batch"][0], lhs=True)
-    y = as_bmm(d["rhs"], d["contract"][1], d["batch"][1], lhs=False)
+    x = as_bmm(d["lhs"], d["contract"][0], d["batch"][0], True, getattr(torch, TYPES[d["types"][0]]))
+    y = as_bmm(d["rhs"], d["contract"][1], d["batch"][1], False, getattr(torch, TYPES[d["types"][1]]))
     with torch.no_grad():
         return _median_time(lambda: torch.bmm(x, y), repeat)
 

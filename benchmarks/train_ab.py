@@ -2,12 +2,13 @@
 
 On a shared 2-core machine the step time drifts by ±5% between processes, more than most changes are worth; steps
 that alternate within one process see the same drift, so the paired differences resolve 1–2%. A and B differ by
-Hydra overrides, by XLA compiler options, or (`--a-attention xla`) by A using the attention neo's CPU training
-used before `neo.model.kernels.cpu.causal_attention`: `jax.nn.dot_product_attention` in 8 query blocks, backward
-derived by XLA.
+Hydra overrides, by XLA compiler options, or by A using an attention neo's float32 CPU training used before:
+`--a-attention blocks`, `neo.model.kernels.cpu.causal_attention` (XLA's products in 4 query blocks, backward
+written out) in place of neo's fused kernel; `--a-attention xla`, `jax.nn.dot_product_attention` in 8 query blocks,
+backward derived by XLA.
 
     python benchmarks/train_ab.py --b train.loss_chunks=8 [--a ...] [--b-xla name=value,...] [--steps 20]
-    python benchmarks/train_ab.py --a-attention xla
+    python benchmarks/train_ab.py --a-attention blocks             # or xla
     python benchmarks/train_ab.py --a model.attention_impl=xla    # the whole xla kernel choice against cpu
 """
 
@@ -58,24 +59,23 @@ def main() -> None:
     parser.add_argument("--b", nargs="*", default=[], help="Hydra overrides of B")
     parser.add_argument("--a-xla", default="", help="XLA compiler options of A: name=value,...")
     parser.add_argument("--b-xla", default="", help="XLA compiler options of B")
-    parser.add_argument("--a-attention", choices=["neo", "xla"], default="neo", help="xla: A uses the old attention")
+    parser.add_argument("--a-attention", choices=["neo", "blocks", "xla"], default="neo", help="A's attention")
     parser.add_argument("--steps", type=int, default=20, help="timed steps of each")
     args = parser.parse_args()
     import flax.linen as nn
     import jax
 
     import neo.model.kernels.cpu as attention
+    from neo.model import cpu_matvec
     from neo.train.session import build_session
 
     rng = np.random.default_rng(0)
     tokens = [rng.integers(0, N_VOCAB, (BATCH, N_CTX + 1)) for _ in range(2)]
     runs: dict[str, dict[str, Any]] = {}
-    neo_attention = attention.causal_attention
-    for name, extra, xla, old_attention in (
-        ("A", args.a, args.a_xla, args.a_attention == "xla"),
-        ("B", args.b, args.b_xla, False),
-    ):
-        attention.causal_attention = _xla_attention if old_attention else neo_attention  # read when traced
+    neo_attention, fused = attention.causal_attention, cpu_matvec.attends
+    for name, extra, xla, kind in (("A", args.a, args.a_xla, args.a_attention), ("B", args.b, args.b_xla, "neo")):
+        attention.causal_attention = _xla_attention if kind == "xla" else neo_attention  # read when traced
+        cpu_matvec.attends = fused if kind == "neo" else (lambda q: False)
         session = build_session(bench_config(*extra), devices=jax.devices()[:1])
         batches = [session.global_batch(t) for t in tokens]
         state = session.fresh_state()
@@ -85,7 +85,7 @@ def main() -> None:
             state, metrics = step(state, batches[i])
         jax.block_until_ready(metrics["loss"])
         runs[name] = {"step": step, "state": state, "batches": batches, "times": []}
-    attention.causal_attention = neo_attention
+    attention.causal_attention, cpu_matvec.attends = neo_attention, fused
     for i in range(args.steps):
         for name in ("A", "B") if i % 2 == 0 else ("B", "A"):
             run = runs[name]

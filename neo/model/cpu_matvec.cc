@@ -11,35 +11,24 @@
 // slower than a float32 matvec) and runs the cache's many small per-head dots at about half of the memory's rate;
 // here each vector is widened in registers right before its multiply-adds, so memory carries one or two bytes per
 // value, and the work is split over XLA's own intra-op thread pool.
-#include <algorithm>
 #include <array>
-#include <atomic>
-#include <cstdint>
 #include <cstring>
-#include <memory>
-#include <thread>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
 
-#include "xla/ffi/api/ffi.h"
-
-namespace ffi = xla::ffi;
+#include "cpu_kernels.h"
 
 namespace {
 
 #if defined(__AVX512F__)
-constexpr int kLanes = 16;
 constexpr int64_t kRowBlock = 4;  // rows of x per pass: kRowBlock x kOut accumulators stay in registers
 #else
-constexpr int kLanes = 8;
 constexpr int64_t kRowBlock = 2;
 #endif
 constexpr int64_t kOut = 4;  // weight rows per pass
 constexpr int64_t kStreams = 4;  // weight rows streamed at once at batch 1
-
-typedef float vf __attribute__((vector_size(kLanes * 4)));
 
 inline float widen(int8_t v) { return static_cast<float>(v); }
 inline float widen(uint16_t v) {  // bfloat16 is the top half of a float32
@@ -49,12 +38,7 @@ inline float widen(uint16_t v) {  // bfloat16 is the top half of a float32
   return f;
 }
 
-inline vf load_x(const float* p) {
-  vf v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline vf load_w(const float* p) { return load_x(p); }  // float32 weights or cache: nothing to widen
+inline vf load_w(const float* p) { return load(p); }  // float32 weights or cache: nothing to widen
 inline float widen(float v) { return v; }
 
 #if defined(__AVX512F__)
@@ -105,7 +89,7 @@ inline void tile(const float* x, int64_t k, const W* w, int64_t r0, int64_t o0, 
       __builtin_prefetch(w + (o0 + B + b) * k + i);
     }
     for (int64_t r = 0; r < R; ++r) {
-      const vf xv = load_x(x + (r0 + r) * k + i);
+      const vf xv = load(x + (r0 + r) * k + i);
       for (int64_t b = 0; b < B; ++b) acc[r][b] += xv * wv[b];
     }
   }
@@ -145,7 +129,7 @@ struct Product {
     int64_t i = 0;
     for (; i + 4 * kLanes <= k; i += 4 * kLanes) {
       vf xv[4];
-      for (int64_t a = 0; a < 4; ++a) xv[a] = load_x(x + i + a * kLanes);
+      for (int64_t a = 0; a < 4; ++a) xv[a] = load(x + i + a * kLanes);
       for (int64_t r = 0; r < S; ++r) {
         const char* ahead = reinterpret_cast<const char*>(row[r] + i) + kPrefetch;
         for (int64_t line = 0; line < kStep; line += 64) __builtin_prefetch(ahead + line);
@@ -183,30 +167,6 @@ struct Product {
     }
   }
 };
-
-// body(c) for every chunk c < count, chunks claimed from a shared counter by the calling thread and by tasks on
-// XLA's pool. A task that starts late finds nothing left; the caller waits only for chunks already claimed.
-struct Chunks {
-  std::atomic<int64_t> next{0}, done{0};
-  int64_t count = 0;
-};
-
-template <typename Body>
-void parallel(ffi::ThreadPool& pool, int64_t count, int64_t threads, Body body) {
-  auto chunks = std::make_shared<Chunks>();
-  chunks->count = count;
-  auto drain = [chunks, body]() {
-    for (int64_t c; (c = chunks->next.fetch_add(1)) < chunks->count;) {
-      body(c);
-      chunks->done.fetch_add(1, std::memory_order_release);
-    }
-  };
-  for (int64_t t = 1; t < std::min(threads, count); ++t) pool.Schedule([drain] { drain(); });
-  drain();
-  while (chunks->done.load(std::memory_order_acquire) < count) std::this_thread::yield();
-}
-
-int64_t threads_of(ffi::ThreadPool& pool) { return std::max<int64_t>(1, pool.num_threads()); }
 
 // Output rows per chunk: about four chunks per thread, whole tiles.
 int64_t chunk_rows(int64_t o, int64_t threads) {
@@ -256,10 +216,10 @@ void score_rows(const float* q, const W* k, int64_t s, int64_t d, int64_t r0, in
     vf a0 = {}, a1 = {};
     int64_t i = 0;
     for (; i + 2 * kLanes <= d; i += 2 * kLanes) {
-      a0 += load_x(qn + i) * load_w(row + i);
-      a1 += load_x(qn + i + kLanes) * load_w(row + i + kLanes);
+      a0 += load(qn + i) * load_w(row + i);
+      a1 += load(qn + i + kLanes) * load_w(row + i + kLanes);
     }
-    for (; i + kLanes <= d; i += kLanes) a0 += load_x(qn + i) * load_w(row + i);
+    for (; i + kLanes <= d; i += kLanes) a0 += load(qn + i) * load_w(row + i);
     float total = sum(a0 + a1);
     for (; i < d; ++i) total += qn[i] * widen(row[i]);
     scores[r] = total;

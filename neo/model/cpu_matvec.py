@@ -11,11 +11,12 @@ float32 matrix-vector product does (~1.2x its rate here). A decode step's attent
 one small dot per head; XLA CPU runs those at about half the memory's rate, `cache_scores` and `cache_mix` at its
 full rate.
 
-The same library transposes bfloat16 matrices for bf16 training on CPU (`transposed`, `neo.model.kernels.cpu`).
+The same library transposes bfloat16 matrices for bf16 training on CPU (`transposed`, `neo.model.kernels.cpu`) and
+runs float32 training's causal attention, forward and backward (`attention`, its source `cpu_attention.cc`).
 
 It is compiled on first use with the machine's C++ compiler (`$CXX`, else g++, c++ or clang++) for this CPU
 (`-march=native`), against the XLA FFI headers that ship with jaxlib, into `NEO_CACHE_DIR/kernels` (default
-`~/.cache/neo`), keyed by its source, the JAX version, the compiler and the CPU. Where no compiler works,
+`~/.cache/neo`), keyed by its sources, the JAX version, the compiler and the CPU. Where no compiler works,
 decoding falls back to XLA's product (same numbers, slower) with one warning; `NEO_CPU_KERNELS=0` turns the kernel
 off.
 """
@@ -37,19 +38,23 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from neo.model.quantize import Bf16Weight, Int8Weight, is_low_bit
 
 SOURCE = Path(__file__).with_suffix(".cc")
+SOURCES = (SOURCE, SOURCE.with_name("cpu_attention.cc"))  # one library; both include cpu_kernels.h
+HEADER = SOURCE.with_name("cpu_kernels.h")
 INT8, BF16, F32 = "neo_rows_times_int8", "neo_rows_times_bf16", "neo_rows_times_f32"  # the custom-call targets
 THREE = {Int8Weight: "neo_rows_times_int8x3", Bf16Weight: "neo_rows_times_bf16x3", jax.Array: "neo_rows_times_f32x3"}
 SCORES, MIX = "neo_cache_scores", "neo_cache_mix"
 TRANSPOSE = "neo_transpose_bf16"
+ATTEND, ATTEND_GRAD = "neo_attention_f32", "neo_attention_f32_grad"  # float32 training attention (cpu_attention.cc)
 # the most rows the kernel takes (a decode step's few, or a short prefill's): its tiles re-read x for every 4 weight
 # rows, 1.2x XLA's time at 128 rows, 1.3x at 256, 1.8x at 512 once XLA's widened weights are in place; up to 256
 # that costs less than the widening a fresh process pays (benchmarks/README.md)
 MAX_ROWS = 256
-TARGETS = (INT8, BF16, F32, *THREE.values(), SCORES, MIX, TRANSPOSE)
+TARGETS = (INT8, BF16, F32, *THREE.values(), SCORES, MIX, TRANSPOSE, ATTEND, ATTEND_GRAD)
 DISABLED_CHECKS = tuple(jax.export.DisabledSafetyCheck.custom_call(name) for name in TARGETS)
 
 
@@ -151,7 +156,7 @@ def ready() -> bool:
         _register(_build())
     except (OSError, subprocess.SubprocessError, AttributeError) as e:
         warnings.warn(
-            f"neo: could not build its CPU kernels ({e}); decoding and bfloat16 training fall back to XLA's "
+            f"neo: could not build its CPU kernels ({e}); decoding and training fall back to XLA's "
             "products, slower (several times for int8/bfloat16 weights; install a C++ compiler such as g++ to fix)",
             stacklevel=2,
         )
@@ -172,6 +177,7 @@ def _register(library: Path) -> None:
     symbols |= {THREE[Int8Weight]: loaded.NeoRowsTimesInt8x3, THREE[Bf16Weight]: loaded.NeoRowsTimesBf16x3}
     symbols |= {THREE[jax.Array]: loaded.NeoRowsTimesF32x3, SCORES: loaded.NeoCacheScores, MIX: loaded.NeoCacheMix}
     symbols |= {TRANSPOSE: loaded.NeoTransposeBf16}
+    symbols |= {ATTEND: loaded.NeoAttentionF32, ATTEND_GRAD: loaded.NeoAttentionF32Grad}
     for name, symbol in symbols.items():
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(symbol), platform="cpu")
     _REGISTERED.append(library)
@@ -186,15 +192,16 @@ def _build() -> Path:
         raise OSError("no C++ compiler found")
     arch = "-mcpu=native" if platform.machine() in ("arm64", "aarch64") else "-march=native"
     flags = ["-O3", arch, "-std=c++17", "-shared", "-fPIC", "-w", f"-I{jax.ffi.include_dir()}"]
-    key = hashlib.sha256(
-        "\n".join([SOURCE.read_text(), jax.__version__, compiler, *flags, _cpu_identity()]).encode()
-    ).hexdigest()[:20]
+    texts = [f.read_text() for f in (*SOURCES, HEADER)]
+    key = hashlib.sha256("\n".join([*texts, jax.__version__, compiler, *flags, _cpu_identity()]).encode()).hexdigest()[
+        :20
+    ]
     target = cache_dir() / "kernels" / f"cpu_matvec-{key}.so"
     if target.exists():
         return target
     with tempfile.TemporaryDirectory() as scratch:
         built = Path(scratch) / target.name
-        command = [compiler, *flags, str(SOURCE), "-o", str(built)]
+        command = [compiler, *flags, *map(str, SOURCES), "-o", str(built)]
         done = subprocess.run(command, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             lines = done.stderr.strip().splitlines() or ["no output"]
@@ -218,3 +225,32 @@ def _cpu_identity() -> str:
         return platform.processor() or platform.machine()
     lines = [line for line in info.splitlines() if line.startswith(("model name", "flags", "Features", "CPU part"))]
     return "\n".join(dict.fromkeys(lines))
+
+
+def attends(q: jax.Array) -> bool:
+    """Whether `attention` runs the kernel on q [batch, length, heads, d]: float32 on a CPU, not sharded over a mesh
+    of several devices, d a multiple of 16, a kernel built."""
+    return (
+        q.dtype == jnp.float32
+        and q.ndim == 4
+        and q.shape[-1] % 16 == 0
+        and jax.default_backend() == "cpu"
+        and jax.sharding.get_abstract_mesh().size <= 1
+        and ready()
+    )
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, window: int | None) -> tuple[jax.Array, jax.Array]:
+    """Causal softmax(q · kᵀ) · v without scaling (within `window` keys when local) for float32 q, k, v [batch,
+    length, heads, d]: the output and each row's log-sum-exp [batch, heads, length] (see `attends`)."""
+    b, length, h, _ = q.shape
+    shapes = (jax.ShapeDtypeStruct(q.shape, jnp.float32), jax.ShapeDtypeStruct((b, h, length), jnp.float32))
+    return jax.ffi.ffi_call(ATTEND, shapes)(q, k, v, window=np.int64(window or 0))
+
+
+def attention_grad(
+    q: jax.Array, k: jax.Array, v: jax.Array, out: jax.Array, lse: jax.Array, d_out: jax.Array, window: int | None
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The gradients of `attention` for q, k and v, from its output, log-sum-exps and the output's gradient."""
+    shapes = tuple(jax.ShapeDtypeStruct(q.shape, jnp.float32) for _ in range(3))
+    return jax.ffi.ffi_call(ATTEND_GRAD, shapes)(q, k, v, out, lse, d_out, window=np.int64(window or 0))

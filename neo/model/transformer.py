@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from neo.model import cpu_matvec
 from neo.model.attention import Attention, Cache
 from neo.model.common import (
     FEW_ROWS,
@@ -42,9 +43,12 @@ from neo.model.quantize import LowBitWeight
 def _unless_widened(policy: Callable[..., bool]) -> Callable[..., bool]:
     """`policy`, except that a bf16 product accumulated in float32 (neo's CPU kernels) is recomputed, not saved: its
     output is rounded right after, and saving the float32 one cost more than recomputing it (12% of the benchmark
-    model's bf16 CPU step, benchmarks/README.md)."""
+    model's bf16 CPU step, benchmarks/README.md). The output of neo's float32 CPU attention kernel, a product too,
+    is saved like a dot's."""
 
     def save(prim: Any, *args: Any, **params: Any) -> bool:
+        if params.get("target_name") == cpu_matvec.ATTEND:
+            return True
         widened = params.get("preferred_element_type") == jnp.float32 and args[0].dtype == jnp.bfloat16
         return policy(prim, *args, **params) and not widened
 

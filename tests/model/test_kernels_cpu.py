@@ -1,5 +1,6 @@
-"""The CPU training kernels: attention (query blocks, written-out backward) against the masked full square, and the
-bfloat16 products (neo's transpose kernel, bias gradients as products) against float32 arithmetic."""
+"""The CPU training kernels: attention (query blocks, written-out backward; neo's fused float32 kernel) against the
+masked full square, and the bfloat16 products (neo's transpose kernel, bias gradients as products) against float32
+arithmetic."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ import numpy as np
 import pytest
 
 from neo.model import cpu_matvec
-from neo.model.kernels.cpu import add_bias, attention, bf16_attention, causal_attention, cpu_matmul, query_spans
+from neo.model.kernels.cpu import (
+    add_bias,
+    attention,
+    bf16_attention,
+    causal_attention,
+    cpu_matmul,
+    fused_attention,
+    query_spans,
+)
 
 needs_compiler = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++")
 
@@ -39,6 +48,41 @@ def test_values_and_gradients_equal_the_full_square(length: int, blocks: int, wi
     g_want = jax.grad(loss(lambda *a: _reference(*a, window)), argnums=(0, 1, 2))(q, k, v)
     for name, a, b in zip("qkv", g_got, g_want, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+@needs_compiler
+@pytest.mark.parametrize(
+    ("batch", "length", "heads", "d", "window"),
+    [(2, 256, 3, 64, None), (1, 100, 2, 32, 17), (2, 5, 1, 16, None), (1, 70, 2, 16, 3), (1, 130, 1, 16, 200)],
+)
+def test_fused_float32_attention_matches_the_full_square(
+    batch: int, length: int, heads: int, d: int, window: int | None
+) -> None:
+    """neo's kernel (scores kept per head, probabilities recomputed from log-sum-exps in the backward pass): values
+    and gradients of the masked full square, at lengths that are not whole vectors or blocks, local or not."""
+    rng = np.random.default_rng(3)
+    q, k, v, d_out = (jnp.asarray(rng.standard_normal((batch, length, heads, d), dtype=np.float32)) for _ in range(4))
+    assert cpu_matvec.attends(q)
+    got = jax.jit(lambda *a: fused_attention(*a, window))(q, k, v)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(_reference(q, k, v, window)), rtol=1e-5, atol=1e-5)
+
+    def loss(f):
+        return lambda q, k, v: jnp.vdot(f(q, k, v), d_out)
+
+    g_got = jax.jit(jax.grad(loss(lambda *a: fused_attention(*a, window)), argnums=(0, 1, 2)))(q, k, v)
+    g_want = jax.grad(loss(lambda *a: _reference(*a, window)), argnums=(0, 1, 2))(q, k, v)
+    for name, a, b in zip("qkv", g_got, g_want, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+@needs_compiler
+def test_float32_rows_take_the_fused_kernel_where_it_fits() -> None:
+    def targets(d: int) -> str:
+        q = jnp.zeros((1, 32, 2, d), jnp.float32)
+        return jax.jit(lambda q: attention(q, q, q, None, None, True)).lower(q).as_text()
+
+    assert "neo_attention_f32" in targets(16)
+    assert "neo_attention_f32" not in targets(8)  # head size not a multiple of 16: the query blocks
 
 
 def test_spans_skip_keys_outside_the_window() -> None:

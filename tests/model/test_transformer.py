@@ -245,3 +245,25 @@ def test_the_dots_remat_policy_recomputes_bf16_products_widened_to_float32() -> 
         assert policy(lax.dot_general_p, bf16, bf16, preferred_element_type=np.dtype("bfloat16"), **matmul)
         assert policy(lax.dot_general_p, f32, f32, preferred_element_type=np.dtype("float32"), **matmul)
         assert not policy(lax.exp_p, f32)
+
+
+def test_the_dots_remat_policy_saves_the_fused_attention_kernels_output() -> None:
+    """Under the `dots` policy neo's float32 CPU attention kernel runs once a step: its output and log-sum-exps are
+    saved for the backward pass, not recomputed there as under `full`."""
+    import shutil
+
+    from neo.model import cpu_matvec
+    from neo.model.kernels.cpu import fused_attention
+    from neo.model.transformer import REMAT_POLICIES
+
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("no C++ compiler")
+    q = jnp.asarray(np.random.default_rng(0).standard_normal((1, 32, 2, 16)), jnp.float32)
+    assert cpu_matvec.attends(q)
+
+    def forward_calls(policy: object) -> int:
+        loss = jax.checkpoint(lambda q: jnp.sum(fused_attention(q, q, q) ** 2), policy=policy)
+        return jax.jit(jax.value_and_grad(loss)).lower(q).as_text().count("@neo_attention_f32(")
+
+    assert forward_calls(REMAT_POLICIES["dots"]) == 1
+    assert forward_calls(REMAT_POLICIES["full"]) == 2

@@ -11,7 +11,8 @@ module chosen here says *how* on the devices at hand. Every implementation modul
     CPU_MATMULS                              whether the fused head loss forms its gradient in XLA CPU's fast order
 
 - `xla`: `jax.nn.dot_product_attention` on float32 operands with an explicit mask (any platform; the reference).
-- `cpu`: the CPU training kernels: custom-VJP matmuls and blocked causal attention with a written-out backward.
+- `cpu`: the CPU training kernels: custom-VJP matmuls, and causal attention in neo's fused float32 kernel (bf16:
+  whole-square products; elsewhere XLA's products in query blocks) with a written-out backward.
 - `splash`: TPU flash attention (Pallas splash kernels, causal and sliding-window masks), in shard_map.
 - `cudnn`: NVIDIA cuDNN flash attention through `jax.nn.dot_product_attention(implementation="cudnn")`, bf16.
 - `auto`: cpu on CPUs, splash on TPUs (float32 operands on v3, whose compiler rejects bf16 splash), cudnn on

@@ -1,5 +1,11 @@
 """The CPU kernels: matmuls whose backward pass takes XLA CPU's fast operand orders, and causal softmax attention
-over in-order rows in query blocks with a hand-written backward pass (CPU training). Other masks use the xla forms.
+over in-order rows with a hand-written backward pass (CPU training). Other masks use the xla forms.
+
+Float32 attention runs in neo's own kernel where it is built (`fused_attention`, `neo/model/cpu_attention.cc`):
+XLA CPU runs attention's per-head products of small matrices at ~80 GFLOP/s, and with the softmax between them
+attention took ~19% of the benchmark model's float32 step; the kernel keeps each head's scores in cache from
+product to softmax to product (the step −12%, benchmarks/README.md). Where it is not built, or the head size is
+not a multiple of 16, `causal_attention` forms the same in XLA's products in query blocks.
 
 In bfloat16 (`model.precision=bfloat16`) the products take XLA CPU's fast bf16 path (YNNPACK; AMX tiles where the
 CPU has them), which accepts only bf16 x bf16 -> float32 products of row-major operands: any other form (a bf16
@@ -19,8 +25,6 @@ kv] operands in place, the softmax gradient reuses the saved probabilities, and 
 accumulate from the query blocks that see it. On this project's 2-core CPU the benchmark model's train step
 (`benchmarks/train.py`) ran 4.3–4.4% faster than with `jax.nn.dot_product_attention` in 8 blocks and XLA's
 derived backward (two runs of 20 paired steps, `benchmarks/train_ab.py --a-attention xla`; faster in 19 and 18).
-Attention then still costs ~19% of that step: XLA CPU runs these batched products of small matrices at ~80
-GFLOP/s, under half its 2D matmul rate.
 """
 
 from __future__ import annotations
@@ -123,11 +127,13 @@ def attention(
     in_order: bool,
     dropout: Callable[[jax.Array], jax.Array] | None = None,
 ) -> jax.Array:
-    """In-order causal training rows: `bf16_attention` for bfloat16 operands where neo's kernel runs, else
-    `causal_attention` in blocks of at least 64 rows; anything else: xla's."""
+    """In-order causal training rows: `bf16_attention` for bfloat16 operands and `fused_attention` for float32 ones
+    where neo's kernels run, else `causal_attention` in blocks of at least 64 rows; anything else: xla's."""
     if in_order and dropout is None:
         if q.dtype == k.dtype == v.dtype == jnp.bfloat16 and cpu_matvec.transposes(q):
             return bf16_attention(q, k, v, window)
+        if q.dtype == k.dtype == v.dtype and cpu_matvec.attends(q):
+            return fused_attention(q, k, v, window)
         return causal_attention(q, k, v, query_blocks(q.shape[1], min_rows=BLOCK_ROWS), window)
     return xla.attention(q, k, v, mask, window, in_order, dropout)
 
@@ -192,6 +198,28 @@ def _backward(spans: Spans, window: int | None, res: tuple[jax.Array, ...], d_ou
 
 
 _attend.defvjp(_forward, _backward)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array, window: int | None = None) -> jax.Array:
+    """softmax(q · kᵀ + mask) · v without scaling, causal (and within `window` when local), for float32 q, k, v
+    [batch, length, heads, kv], in neo's kernel (`neo.model.cpu_matvec.attention`): each head's scores stay in cache
+    from product to softmax to product, and the backward pass recomputes the probabilities from each row's saved
+    log-sum-exp (flash attention's scheme). Forward and backward of the benchmark model's layer: 12 ms against 31 ms
+    for `causal_attention` in 4 blocks (benchmarks/README.md)."""
+    return cpu_matvec.attention(q, k, v, window)[0]
+
+
+def _fused_forward(q: jax.Array, k: jax.Array, v: jax.Array, window: int | None) -> tuple[jax.Array, tuple]:
+    out, lse = cpu_matvec.attention(q, k, v, window)
+    return out, (q, k, v, out, lse)
+
+
+def _fused_backward(window: int | None, res: tuple, d_out: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    return cpu_matvec.attention_grad(*res, d_out, window)
+
+
+fused_attention.defvjp(_fused_forward, _fused_backward)
 
 
 def _heads_first(t: jax.Array) -> jax.Array:

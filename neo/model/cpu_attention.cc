@@ -1,0 +1,297 @@
+// Causal softmax attention for float32 training on CPU, forward and backward, built and registered by
+// neo/model/cpu_matvec.py and used by neo/model/kernels/cpu.py (`fused_attention`).
+//
+// out = softmax(q . k^T + mask) . v without scaling, causal and, in a local layer, within `window` keys of the
+// query; q, k, v, out [batch, length, heads, d]. XLA CPU runs attention's per-head products of small matrices at
+// ~80 GFLOP/s (a third of its 2D product rate) and writes every score and probability to memory between them. Here
+// one task takes one head and keeps its scores in cache
+// from product to softmax to product, flash-style: the forward pass saves each row's log-sum-exp, not the
+// probabilities, and the backward pass recomputes them. Products are register tiles of kRows rows x 4 vectors.
+#include <cmath>
+#include <vector>
+
+#include "cpu_kernels.h"
+
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int64_t kRows = 4;  // rows per register tile: kRows x 4 accumulators of 16 lanes
+#else
+constexpr int64_t kRows = 2;
+#endif
+constexpr int64_t kBlock = 64;  // query rows per block
+
+inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// C[m, :] (+)= sum_k A(m, k) B[k, :] for M rows and V vectors of columns: A(m, k) = a[m * am + k * ak], read one
+// value at a time and broadcast; B's rows b + k * ldb and C's rows c + m * ldc contiguous.
+template <int64_t M, int V, bool Acc>
+inline void tile(const float* a, int64_t am, int64_t ak, const float* b, int64_t ldb, int64_t kn, float* c,
+                 int64_t ldc) {
+  vf acc[M][V];
+  for (int64_t m = 0; m < M; ++m)
+    for (int v = 0; v < V; ++v) acc[m][v] = Acc ? load(c + m * ldc + v * kLanes) : vf{};
+  for (int64_t k = 0; k < kn; ++k) {
+    vf bv[V];
+    for (int v = 0; v < V; ++v) bv[v] = load(b + k * ldb + v * kLanes);
+    for (int64_t m = 0; m < M; ++m) {
+      const vf s = vf{} + a[m * am + k * ak];
+      for (int v = 0; v < V; ++v) acc[m][v] += s * bv[v];
+    }
+  }
+  for (int64_t m = 0; m < M; ++m)
+    for (int v = 0; v < V; ++v) store(c + m * ldc + v * kLanes, acc[m][v]);
+}
+
+template <int64_t M, bool Acc>
+inline void tiles(int v, const float* a, int64_t am, int64_t ak, const float* b, int64_t ldb, int64_t kn, float* c,
+                  int64_t ldc) {
+  switch (v) {
+    case 4: return tile<M, 4, Acc>(a, am, ak, b, ldb, kn, c, ldc);
+    case 3: return tile<M, 3, Acc>(a, am, ak, b, ldb, kn, c, ldc);
+    case 2: return tile<M, 2, Acc>(a, am, ak, b, ldb, kn, c, ldc);
+    default: return tile<M, 1, Acc>(a, am, ak, b, ldb, kn, c, ldc);
+  }
+}
+
+// C [rows, n] (+)= A(rows, kn) . B [kn, n], n a multiple of kLanes (see `tile` for the operands' strides).
+template <bool Acc>
+void product(const float* a, int64_t am, int64_t ak, const float* b, int64_t ldb, int64_t rows, int64_t n, int64_t kn,
+             float* c, int64_t ldc) {
+  for (int64_t n0 = 0; n0 < n; n0 += 4 * kLanes) {
+    const int v = static_cast<int>(std::min<int64_t>(4, (n - n0) / kLanes));
+    int64_t m = 0;
+    for (; m + kRows <= rows; m += kRows)
+      tiles<kRows, Acc>(v, a + m * am, am, ak, b + n0, ldb, kn, c + m * ldc + n0, ldc);
+    for (; m < rows; ++m) tiles<1, Acc>(v, a + m * am, am, ak, b + n0, ldb, kn, c + m * ldc + n0, ldc);
+  }
+}
+
+// exp(x) lane by lane (Cephes' expf: 2^n times a degree-6 polynomial on [-ln2/2, ln2/2], ~1 ulp); 0 below -87.
+inline vf exp_of(vf x) {
+  const vi under = x < -87.0f;
+  x = x > 88.0f ? vf{} + 88.0f : x;
+  x = under ? vf{} : x;
+  const vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
+  const vf r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  vf p = vf{} + 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
+  vf scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return under ? vf{} : p * scale;
+}
+
+inline vf iota() {
+  vf v;
+  for (int i = 0; i < kLanes; ++i) v[i] = static_cast<float>(i);
+  return v;
+}
+
+// One head's operands: row i of q, k, v, out (or their gradients) at base + i * stride.
+struct Shape {
+  int64_t length, heads, d, window;  // window 0: none
+  int64_t stride() const { return heads * d; }
+  int64_t padded() const { return round_up(length, kLanes); }
+  int64_t first_key(int64_t row) const { return window > 0 ? std::max<int64_t>(0, row - window + 1) : 0; }
+};
+
+// The keys a block of query rows [i0, i1) may see, widened to whole vectors: [k0, k1).
+inline void key_span(const Shape& s, int64_t i0, int64_t i1, int64_t& k0, int64_t& k1) {
+  k0 = s.first_key(i0) / kLanes * kLanes;
+  k1 = round_up(i1, kLanes);
+}
+
+// t [d, padded] = rows [0, padded) of x (stride `stride`) transposed, zero past `length`: in squares of 16 x 16,
+// whose 16 output lines stay in L1 while they fill.
+void transpose_rows(const float* x, const Shape& s, float* t) {
+  constexpr int64_t kSquare = 16;
+  const int64_t p = s.padded(), st = s.stride();
+  for (int64_t j0 = 0; j0 < p; j0 += kSquare)
+    for (int64_t e0 = 0; e0 < s.d; e0 += kSquare) {
+      const int64_t e1 = std::min(s.d, e0 + kSquare), j1 = std::min(s.length, j0 + kSquare);
+      for (int64_t j = j0; j < j1; ++j)
+        for (int64_t e = e0; e < e1; ++e) t[e * p + j] = x[j * st + e];
+      for (int64_t j = j1; j < j0 + kSquare; ++j)
+        for (int64_t e = e0; e < e1; ++e) t[e * p + j] = 0.0f;
+    }
+}
+
+// scores [i0, i1) x [k0, k1) in rows of `padded` (columns by key index): x rows times t's columns.
+void scores_of(const float* x, const float* t, const Shape& s, int64_t i0, int64_t i1, int64_t k0, int64_t k1,
+               float* out) {
+  const int64_t p = s.padded();
+  product<false>(x + i0 * s.stride(), s.stride(), 1, t + k0, p, i1 - i0, k1 - k0, s.d, out + k0, p);
+}
+
+inline float largest(vf v) {
+  float m = v[0];
+  for (int l = 1; l < kLanes; ++l) m = std::max(m, v[l]);
+  return m;
+}
+
+inline float total(vf v) {
+  float t = 0.0f;
+  for (int l = 0; l < kLanes; ++l) t += v[l];
+  return t;
+}
+
+// Each row's scores to exp(score - shift) in place where the key is visible, else 0. With shift null the shift is
+// the row's own maximum, and the row's log-sum-exp goes to lse and the reciprocal of its sum to inverse.
+void probabilities(float* scores, const Shape& s, int64_t i0, int64_t i1, int64_t k0, int64_t k1, const float* shift,
+                   float* lse, float* inverse) {
+  const int64_t p = s.padded();
+  const vf lanes = iota(), none = vf{} - INFINITY;
+  for (int64_t i = i0; i < i1; ++i) {
+    float* row = scores + (i - i0) * p;
+    const float lo = static_cast<float>(s.first_key(i)), hi = static_cast<float>(i);
+    float m;
+    if (shift) {
+      m = shift[i];
+    } else {
+      vf most = none;
+      for (int64_t j = k0; j < k1; j += kLanes) {
+        const vf key = lanes + static_cast<float>(j), x = load(row + j);
+        most = (key >= lo) & (key <= hi) & (x > most) ? x : most;
+      }
+      m = largest(most);
+    }
+    vf sum{};
+    for (int64_t j = k0; j < k1; j += kLanes) {
+      const vf key = lanes + static_cast<float>(j);
+      const vf e = (key >= lo) & (key <= hi) ? exp_of(load(row + j) - m) : vf{};
+      sum += e;
+      store(row + j, e);
+    }
+    if (shift) continue;
+    const float t = total(sum);
+    lse[i] = m + std::log(t);
+    inverse[i - i0] = 1.0f / t;
+  }
+}
+
+// Forward: one (batch x head) per task, its keys transposed once for all of its query blocks.
+void forward(ffi::ThreadPool& pool, const float* q, const float* k, const float* v, const Shape& s, int64_t n,
+             float* out, float* lse) {
+  const int64_t p = s.padded(), st = s.stride();
+  parallel(pool, n * s.heads, threads_of(pool), [=](int64_t head) {
+    const int64_t base = head / s.heads * s.length * st + head % s.heads * s.d;  // [b, 0, h, 0]
+    std::vector<float> kt(s.d * p), scores(kBlock * p), inverse(kBlock);
+    transpose_rows(k + base, s, kt.data());
+    for (int64_t i0 = 0; i0 < s.length; i0 += kBlock) {
+      const int64_t i1 = std::min(s.length, i0 + kBlock);
+      int64_t k0, k1;
+      key_span(s, i0, i1, k0, k1);
+      scores_of(q + base, kt.data(), s, i0, i1, k0, k1, scores.data());
+      probabilities(scores.data(), s, i0, i1, k0, k1, nullptr, lse + head * s.length, inverse.data());
+      // out rows = probabilities . v over keys [k0, i1) (the rest are 0), then divided by the rows' sums
+      float* o = out + base + i0 * st;
+      product<false>(scores.data() + k0, p, 1, v + base + k0 * st, st, i1 - i0, s.d, i1 - k0, o, st);
+      for (int64_t i = 0; i < i1 - i0; ++i) {
+        const vf inv = vf{} + inverse[i];
+        for (int64_t e = 0; e < s.d; e += kLanes) store(o + i * st + e, load(o + i * st + e) * inv);
+      }
+    }
+  });
+}
+
+// Backward: one (batch x head) per task, its key and value gradients summed over its query blocks in the task.
+void backward(ffi::ThreadPool& pool, const float* q, const float* k, const float* v, const float* out,
+              const float* lse, const float* d_out, const Shape& s, int64_t n, float* dq, float* dk, float* dv) {
+  const int64_t p = s.padded(), st = s.stride();
+  parallel(pool, n * s.heads, threads_of(pool), [=](int64_t head) {
+    const int64_t base = head / s.heads * s.length * st + head % s.heads * s.d;
+    const float* shift = lse + head * s.length;
+    std::vector<float> kt(s.d * p), vt(s.d * p), probs(kBlock * p), grads(kBlock * p), delta(s.length);
+    std::vector<float> dk_rows(s.length * s.d, 0.0f), dv_rows(s.length * s.d, 0.0f);
+    transpose_rows(k + base, s, kt.data());
+    transpose_rows(v + base, s, vt.data());
+    for (int64_t i = 0; i < s.length; ++i) {  // rowsum(dP * P) = dO . O
+      float t = 0.0f;
+      for (int64_t e = 0; e < s.d; ++e) t += d_out[base + i * st + e] * out[base + i * st + e];
+      delta[i] = t;
+    }
+    for (int64_t i0 = 0; i0 < s.length; i0 += kBlock) {
+      const int64_t i1 = std::min(s.length, i0 + kBlock), rows = i1 - i0;
+      int64_t k0, k1;
+      key_span(s, i0, i1, k0, k1);
+      scores_of(q + base, kt.data(), s, i0, i1, k0, k1, probs.data());
+      probabilities(probs.data(), s, i0, i1, k0, k1, shift, nullptr, nullptr);
+      scores_of(d_out + base, vt.data(), s, i0, i1, k0, k1, grads.data());  // dP = dO . v^T
+      for (int64_t i = i0; i < i1; ++i) {  // dS = P * (dP - delta)
+        float* g = grads.data() + (i - i0) * p;
+        const float* pr = probs.data() + (i - i0) * p;
+        const vf di = vf{} + delta[i];
+        for (int64_t j = k0; j < k1; j += kLanes) store(g + j, load(pr + j) * (load(g + j) - di));
+      }
+      const int64_t keys = i1 - k0;  // keys past the block's last row have P = dS = 0
+      product<false>(grads.data() + k0, p, 1, k + base + k0 * st, st, rows, s.d, keys, dq + base + i0 * st, st);
+      product<true>(probs.data() + k0, 1, p, d_out + base + i0 * st, st, keys, s.d, rows, dv_rows.data() + k0 * s.d,
+                    s.d);
+      product<true>(grads.data() + k0, 1, p, q + base + i0 * st, st, keys, s.d, rows, dk_rows.data() + k0 * s.d, s.d);
+    }
+    for (int64_t j = 0; j < s.length; ++j) {
+      std::memcpy(dk + base + j * st, dk_rows.data() + j * s.d, s.d * sizeof(float));
+      std::memcpy(dv + base + j * st, dv_rows.data() + j * s.d, s.d * sizeof(float));
+    }
+  });
+}
+
+ffi::Error shape_of(ffi::Span<const int64_t> dims, int64_t window, Shape& s, int64_t& n) {
+  if (dims.size() != 4 || dims[3] % kLanes != 0)
+    return ffi::Error::InvalidArgument("neo attention: expects [batch, length, heads, d], d a multiple of 16");
+  n = dims[0];
+  s = Shape{dims[1], dims[2], dims[3], window};
+  return ffi::Error::Success();
+}
+
+ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
+                   int64_t window, ffi::ResultBuffer<ffi::F32> out, ffi::ResultBuffer<ffi::F32> lse) {
+  Shape s;
+  int64_t n;
+  if (auto e = shape_of(q.dimensions(), window, s, n); e.failure()) return e;
+  forward(pool, q.typed_data(), k.typed_data(), v.typed_data(), s, n, out->typed_data(), lse->typed_data());
+  return ffi::Error::Success();
+}
+
+ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
+                    ffi::Buffer<ffi::F32> out, ffi::Buffer<ffi::F32> lse, ffi::Buffer<ffi::F32> d_out, int64_t window,
+                    ffi::ResultBuffer<ffi::F32> dq, ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dv) {
+  Shape s;
+  int64_t n;
+  if (auto e = shape_of(q.dimensions(), window, s, n); e.failure()) return e;
+  backward(pool, q.typed_data(), k.typed_data(), v.typed_data(), out.typed_data(), lse.typed_data(),
+           d_out.typed_data(), s, n, dq->typed_data(), dk->typed_data(), dv->typed_data());
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NeoAttentionF32, Forward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("window")
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NeoAttentionF32Grad, Backward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("window")
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());

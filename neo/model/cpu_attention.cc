@@ -8,6 +8,7 @@
 // from product to softmax to product, flash-style: the forward pass saves each row's log-sum-exp, not the
 // probabilities, and the backward pass recomputes them. Products are register tiles of kRows rows x 4 vectors.
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_kernels.h"
@@ -54,18 +55,29 @@ inline void tiles(int v, const float* a, int64_t am, int64_t ak, const float* b,
   }
 }
 
-// C [rows, n] (+)= A(rows, kn) . B [kn, n], n a multiple of kLanes (see `tile` for the operands' strides).
-template <bool Acc>
-void product(const float* a, int64_t am, int64_t ak, const float* b, int64_t ldb, int64_t rows, int64_t n, int64_t kn,
-             float* c, int64_t ldc) {
+// C [rows, n] (+)= A(rows, k) . B [k, n], n a multiple of kLanes (see `tile` for the operands' strides), skipping
+// what causality makes zero: `span(m, r)` gives the rows [m, m + r) their range of k, [lo, hi), and the columns
+// they need, [0, cols); columns past cols are not written.
+template <bool Acc, typename Span>
+void product(const float* a, int64_t am, int64_t ak, const float* b, int64_t ldb, int64_t rows, int64_t n, float* c,
+             int64_t ldc, Span span) {
   for (int64_t n0 = 0; n0 < n; n0 += 4 * kLanes) {
-    const int v = static_cast<int>(std::min<int64_t>(4, (n - n0) / kLanes));
+    auto run = [&](auto r, int64_t m) {
+      const auto [lo, hi, cols] = span(m, decltype(r)::value);
+      const int64_t v = std::min<int64_t>(4, (std::min(cols, n) - n0) / kLanes);
+      if (v > 0 && hi > lo)
+        tiles<decltype(r)::value, Acc>(static_cast<int>(v), a + m * am + lo * ak, am, ak, b + lo * ldb + n0, ldb,
+                                       hi - lo, c + m * ldc + n0, ldc);
+    };
     int64_t m = 0;
-    for (; m + kRows <= rows; m += kRows)
-      tiles<kRows, Acc>(v, a + m * am, am, ak, b + n0, ldb, kn, c + m * ldc + n0, ldc);
-    for (; m < rows; ++m) tiles<1, Acc>(v, a + m * am, am, ak, b + n0, ldb, kn, c + m * ldc + n0, ldc);
+    for (; m + kRows <= rows; m += kRows) run(std::integral_constant<int64_t, kRows>{}, m);
+    for (; m < rows; ++m) run(std::integral_constant<int64_t, 1>{}, m);
   }
 }
+
+struct Bounds {
+  int64_t lo, hi, cols;
+};
 
 // exp(x) lane by lane (Cephes' expf: 2^n times a degree-6 polynomial on [-ln2/2, ln2/2], ~1 ulp); 0 below -87.
 inline vf exp_of(vf x) {
@@ -122,11 +134,16 @@ void transpose_rows(const float* x, const Shape& s, float* t) {
     }
 }
 
-// scores [i0, i1) x [k0, k1) in rows of `padded` (columns by key index): x rows times t's columns.
+// The first column past a row's last visible key, in whole vectors.
+inline int64_t row_end(int64_t row) { return round_up(row + 1, kLanes); }
+
+// scores [i0, i1) x [k0, k1) in rows of `padded` (columns by key index): x rows times t's columns, each row only
+// as far as `row_end`.
 void scores_of(const float* x, const float* t, const Shape& s, int64_t i0, int64_t i1, int64_t k0, int64_t k1,
                float* out) {
   const int64_t p = s.padded();
-  product<false>(x + i0 * s.stride(), s.stride(), 1, t + k0, p, i1 - i0, k1 - k0, s.d, out + k0, p);
+  product<false>(x + i0 * s.stride(), s.stride(), 1, t + k0, p, i1 - i0, k1 - k0, out + k0, p,
+                 [=](int64_t m, int64_t r) { return Bounds{0, s.d, row_end(i0 + m + r - 1) - k0}; });
 }
 
 inline float largest(vf v) {
@@ -155,24 +172,31 @@ void probabilities(float* scores, const Shape& s, int64_t i0, int64_t i1, int64_
       m = shift[i];
     } else {
       vf most = none;
-      for (int64_t j = k0; j < k1; j += kLanes) {
+      for (int64_t j = k0; j < std::min(k1, row_end(i)); j += kLanes) {
         const vf key = lanes + static_cast<float>(j), x = load(row + j);
         most = (key >= lo) & (key <= hi) & (x > most) ? x : most;
       }
       m = largest(most);
     }
     vf sum{};
-    for (int64_t j = k0; j < k1; j += kLanes) {
+    const int64_t end = std::min(k1, row_end(i));
+    for (int64_t j = k0; j < end; j += kLanes) {
       const vf key = lanes + static_cast<float>(j);
       const vf e = (key >= lo) & (key <= hi) ? exp_of(load(row + j) - m) : vf{};
       sum += e;
       store(row + j, e);
     }
+    for (int64_t j = end; j < k1; j += kLanes) store(row + j, vf{});
     if (shift) continue;
     const float t = total(sum);
     lse[i] = m + std::log(t);
     inverse[i - i0] = 1.0f / t;
   }
+}
+
+// Query rows [i0 + m, i0 + m + r) contract over keys [k0, i0 + m + r): the keys they may see.
+inline auto before(int64_t i0, int64_t k0, int64_t d) {
+  return [=](int64_t m, int64_t r) { return Bounds{0, i0 + m + r - k0, d}; };
 }
 
 // Forward: one (batch x head) per task, its keys transposed once for all of its query blocks.
@@ -191,7 +215,7 @@ void forward(ffi::ThreadPool& pool, const float* q, const float* k, const float*
       probabilities(scores.data(), s, i0, i1, k0, k1, nullptr, lse + head * s.length, inverse.data());
       // out rows = probabilities . v over keys [k0, i1) (the rest are 0), then divided by the rows' sums
       float* o = out + base + i0 * st;
-      product<false>(scores.data() + k0, p, 1, v + base + k0 * st, st, i1 - i0, s.d, i1 - k0, o, st);
+      product<false>(scores.data() + k0, p, 1, v + base + k0 * st, st, i1 - i0, s.d, o, st, before(i0, k0, s.d));
       for (int64_t i = 0; i < i1 - i0; ++i) {
         const vf inv = vf{} + inverse[i];
         for (int64_t e = 0; e < s.d; e += kLanes) store(o + i * st + e, load(o + i * st + e) * inv);
@@ -227,13 +251,18 @@ void backward(ffi::ThreadPool& pool, const float* q, const float* k, const float
         float* g = grads.data() + (i - i0) * p;
         const float* pr = probs.data() + (i - i0) * p;
         const vf di = vf{} + delta[i];
-        for (int64_t j = k0; j < k1; j += kLanes) store(g + j, load(pr + j) * (load(g + j) - di));
+        const int64_t end = std::min(k1, row_end(i));
+        for (int64_t j = k0; j < end; j += kLanes) store(g + j, load(pr + j) * (load(g + j) - di));
+        for (int64_t j = end; j < k1; j += kLanes) store(g + j, vf{});
       }
       const int64_t keys = i1 - k0;  // keys past the block's last row have P = dS = 0
-      product<false>(grads.data() + k0, p, 1, k + base + k0 * st, st, rows, s.d, keys, dq + base + i0 * st, st);
-      product<true>(probs.data() + k0, 1, p, d_out + base + i0 * st, st, keys, s.d, rows, dv_rows.data() + k0 * s.d,
-                    s.d);
-      product<true>(grads.data() + k0, 1, p, q + base + i0 * st, st, keys, s.d, rows, dk_rows.data() + k0 * s.d, s.d);
+      product<false>(grads.data() + k0, p, 1, k + base + k0 * st, st, rows, s.d, dq + base + i0 * st, st,
+                     before(i0, k0, s.d));
+      // key rows [j, j + r) gather from query rows i >= j only
+      const auto after = [=](int64_t m, int64_t) { return Bounds{std::max<int64_t>(0, k0 + m - i0), rows, s.d}; };
+      product<true>(probs.data() + k0, 1, p, d_out + base + i0 * st, st, keys, s.d, dv_rows.data() + k0 * s.d, s.d,
+                    after);
+      product<true>(grads.data() + k0, 1, p, q + base + i0 * st, st, keys, s.d, dk_rows.data() + k0 * s.d, s.d, after);
     }
     for (int64_t j = 0; j < s.length; ++j) {
       std::memcpy(dk + base + j * st, dk_rows.data() + j * s.d, s.d * sizeof(float));

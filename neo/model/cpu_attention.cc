@@ -36,7 +36,7 @@ inline void tile(const float* a, int64_t am, int64_t ak, const float* b, int64_t
     vf bv[V];
     for (int v = 0; v < V; ++v) bv[v] = load(b + k * ldb + v * kLanes);
     for (int64_t m = 0; m < M; ++m) {
-      const vf s = vf{} + a[m * am + k * ak];
+      const vf s = splat(a[m * am + k * ak]);
       for (int v = 0; v < V; ++v) acc[m][v] += s * bv[v];
     }
   }
@@ -110,6 +110,9 @@ struct Shape {
   int64_t length, heads, d, window;  // window 0: none
   int64_t stride() const { return heads * d; }
   int64_t padded() const { return round_up(length, kLanes); }
+  // the row length of the key-indexed buffers: a vector past `padded`, so that their rows are not a power of two
+  // floats apart (whose lines would share a few L1 sets and evict each other)
+  int64_t pitch() const { return padded() + kLanes; }
   int64_t first_key(int64_t row) const { return window > 0 ? std::max<int64_t>(0, row - window + 1) : 0; }
 };
 
@@ -119,12 +122,12 @@ inline void key_span(const Shape& s, int64_t i0, int64_t i1, int64_t& k0, int64_
   k1 = round_up(i1, kLanes);
 }
 
-// t [d, padded] = rows [0, padded) of x (stride `stride`) transposed, zero past `length`: in squares of 16 x 16,
+// t [d, pitch] = rows [0, padded) of x (stride `stride`) transposed, zero past `length`: in squares of 16 x 16,
 // whose 16 output lines stay in L1 while they fill.
 void transpose_rows(const float* x, const Shape& s, float* t) {
   constexpr int64_t kSquare = 16;
-  const int64_t p = s.padded(), st = s.stride();
-  for (int64_t j0 = 0; j0 < p; j0 += kSquare)
+  const int64_t p = s.pitch(), st = s.stride();
+  for (int64_t j0 = 0; j0 < s.padded(); j0 += kSquare)
     for (int64_t e0 = 0; e0 < s.d; e0 += kSquare) {
       const int64_t e1 = std::min(s.d, e0 + kSquare), j1 = std::min(s.length, j0 + kSquare);
       for (int64_t j = j0; j < j1; ++j)
@@ -134,15 +137,21 @@ void transpose_rows(const float* x, const Shape& s, float* t) {
     }
 }
 
+// One head's rows [length, d] of x (stride `stride`), contiguous: products then read them from L1 and L2 without the
+// cache-set conflicts of rows `stride` floats apart.
+void rows_of(const float* x, const Shape& s, float* out) {
+  for (int64_t j = 0; j < s.length; ++j) std::memcpy(out + j * s.d, x + j * s.stride(), s.d * sizeof(float));
+}
+
 // The first column past a row's last visible key, in whole vectors.
 inline int64_t row_end(int64_t row) { return round_up(row + 1, kLanes); }
 
-// scores [i0, i1) x [k0, k1) in rows of `padded` (columns by key index): x rows times t's columns, each row only
+// scores [i0, i1) x [k0, k1) in rows of `pitch` (columns by key index): x's contiguous rows times t's columns, each row only
 // as far as `row_end`.
 void scores_of(const float* x, const float* t, const Shape& s, int64_t i0, int64_t i1, int64_t k0, int64_t k1,
                float* out) {
-  const int64_t p = s.padded();
-  product<false>(x + i0 * s.stride(), s.stride(), 1, t + k0, p, i1 - i0, k1 - k0, out + k0, p,
+  const int64_t p = s.pitch();
+  product<false>(x + i0 * s.d, s.d, 1, t + k0, p, i1 - i0, k1 - k0, out + k0, p,
                  [=](int64_t m, int64_t r) { return Bounds{0, s.d, row_end(i0 + m + r - 1) - k0}; });
 }
 
@@ -162,7 +171,7 @@ inline float total(vf v) {
 // the row's own maximum, and the row's log-sum-exp goes to lse and the reciprocal of its sum to inverse.
 void probabilities(float* scores, const Shape& s, int64_t i0, int64_t i1, int64_t k0, int64_t k1, const float* shift,
                    float* lse, float* inverse) {
-  const int64_t p = s.padded();
+  const int64_t p = s.pitch();
   const vf lanes = iota(), none = vf{} - INFINITY;
   for (int64_t i = i0; i < i1; ++i) {
     float* row = scores + (i - i0) * p;
@@ -202,20 +211,22 @@ inline auto before(int64_t i0, int64_t k0, int64_t d) {
 // Forward: one (batch x head) per task, its keys transposed once for all of its query blocks.
 void forward(ffi::ThreadPool& pool, const float* q, const float* k, const float* v, const Shape& s, int64_t n,
              float* out, float* lse) {
-  const int64_t p = s.padded(), st = s.stride();
+  const int64_t p = s.pitch(), st = s.stride();
   parallel(pool, n * s.heads, threads_of(pool), [=](int64_t head) {
     const int64_t base = head / s.heads * s.length * st + head % s.heads * s.d;  // [b, 0, h, 0]
-    std::vector<float> kt(s.d * p), scores(kBlock * p), inverse(kBlock);
+    std::vector<float> kt(s.d * p), qc(s.length * s.d), vc(s.length * s.d), scores(kBlock * p), inverse(kBlock);
     transpose_rows(k + base, s, kt.data());
+    rows_of(q + base, s, qc.data());
+    rows_of(v + base, s, vc.data());
     for (int64_t i0 = 0; i0 < s.length; i0 += kBlock) {
       const int64_t i1 = std::min(s.length, i0 + kBlock);
       int64_t k0, k1;
       key_span(s, i0, i1, k0, k1);
-      scores_of(q + base, kt.data(), s, i0, i1, k0, k1, scores.data());
+      scores_of(qc.data(), kt.data(), s, i0, i1, k0, k1, scores.data());
       probabilities(scores.data(), s, i0, i1, k0, k1, nullptr, lse + head * s.length, inverse.data());
       // out rows = probabilities . v over keys [k0, i1) (the rest are 0), then divided by the rows' sums
       float* o = out + base + i0 * st;
-      product<false>(scores.data() + k0, p, 1, v + base + k0 * st, st, i1 - i0, s.d, o, st, before(i0, k0, s.d));
+      product<false>(scores.data() + k0, p, 1, vc.data() + k0 * s.d, s.d, i1 - i0, s.d, o, st, before(i0, k0, s.d));
       for (int64_t i = 0; i < i1 - i0; ++i) {
         const vf inv = vf{} + inverse[i];
         for (int64_t e = 0; e < s.d; e += kLanes) store(o + i * st + e, load(o + i * st + e) * inv);
@@ -227,14 +238,18 @@ void forward(ffi::ThreadPool& pool, const float* q, const float* k, const float*
 // Backward: one (batch x head) per task, its key and value gradients summed over its query blocks in the task.
 void backward(ffi::ThreadPool& pool, const float* q, const float* k, const float* v, const float* out,
               const float* lse, const float* d_out, const Shape& s, int64_t n, float* dq, float* dk, float* dv) {
-  const int64_t p = s.padded(), st = s.stride();
+  const int64_t p = s.pitch(), st = s.stride();
   parallel(pool, n * s.heads, threads_of(pool), [=](int64_t head) {
     const int64_t base = head / s.heads * s.length * st + head % s.heads * s.d;
     const float* shift = lse + head * s.length;
     std::vector<float> kt(s.d * p), vt(s.d * p), probs(kBlock * p), grads(kBlock * p), delta(s.length);
     std::vector<float> dk_rows(s.length * s.d, 0.0f), dv_rows(s.length * s.d, 0.0f);
+    std::vector<float> qc(s.length * s.d), kc(s.length * s.d), dc(s.length * s.d);
     transpose_rows(k + base, s, kt.data());
     transpose_rows(v + base, s, vt.data());
+    rows_of(q + base, s, qc.data());
+    rows_of(k + base, s, kc.data());
+    rows_of(d_out + base, s, dc.data());
     for (int64_t i = 0; i < s.length; ++i) {  // rowsum(dP * P) = dO . O
       float t = 0.0f;
       for (int64_t e = 0; e < s.d; ++e) t += d_out[base + i * st + e] * out[base + i * st + e];
@@ -244,9 +259,9 @@ void backward(ffi::ThreadPool& pool, const float* q, const float* k, const float
       const int64_t i1 = std::min(s.length, i0 + kBlock), rows = i1 - i0;
       int64_t k0, k1;
       key_span(s, i0, i1, k0, k1);
-      scores_of(q + base, kt.data(), s, i0, i1, k0, k1, probs.data());
+      scores_of(qc.data(), kt.data(), s, i0, i1, k0, k1, probs.data());
       probabilities(probs.data(), s, i0, i1, k0, k1, shift, nullptr, nullptr);
-      scores_of(d_out + base, vt.data(), s, i0, i1, k0, k1, grads.data());  // dP = dO . v^T
+      scores_of(dc.data(), vt.data(), s, i0, i1, k0, k1, grads.data());  // dP = dO . v^T
       for (int64_t i = i0; i < i1; ++i) {  // dS = P * (dP - delta)
         float* g = grads.data() + (i - i0) * p;
         const float* pr = probs.data() + (i - i0) * p;
@@ -256,13 +271,14 @@ void backward(ffi::ThreadPool& pool, const float* q, const float* k, const float
         for (int64_t j = end; j < k1; j += kLanes) store(g + j, vf{});
       }
       const int64_t keys = i1 - k0;  // keys past the block's last row have P = dS = 0
-      product<false>(grads.data() + k0, p, 1, k + base + k0 * st, st, rows, s.d, dq + base + i0 * st, st,
+      product<false>(grads.data() + k0, p, 1, kc.data() + k0 * s.d, s.d, rows, s.d, dq + base + i0 * st, st,
                      before(i0, k0, s.d));
       // key rows [j, j + r) gather from query rows i >= j only
       const auto after = [=](int64_t m, int64_t) { return Bounds{std::max<int64_t>(0, k0 + m - i0), rows, s.d}; };
-      product<true>(probs.data() + k0, 1, p, d_out + base + i0 * st, st, keys, s.d, dv_rows.data() + k0 * s.d, s.d,
+      product<true>(probs.data() + k0, 1, p, dc.data() + i0 * s.d, s.d, keys, s.d, dv_rows.data() + k0 * s.d, s.d,
                     after);
-      product<true>(grads.data() + k0, 1, p, q + base + i0 * st, st, keys, s.d, dk_rows.data() + k0 * s.d, s.d, after);
+      product<true>(grads.data() + k0, 1, p, qc.data() + i0 * s.d, s.d, keys, s.d, dk_rows.data() + k0 * s.d, s.d,
+                    after);
     }
     for (int64_t j = 0; j < s.length; ++j) {
       std::memcpy(dk + base + j * st, dk_rows.data() + j * s.d, s.d * sizeof(float));

@@ -4,9 +4,10 @@
 // out = softmax(q . k^T + mask) . v without scaling, causal and, in a local layer, within `window` keys of the
 // query; q, k, v, out [batch, length, heads, d]. XLA CPU runs attention's per-head products of small matrices at
 // ~80 GFLOP/s (a third of its 2D product rate) and writes every score and probability to memory between them. Here
-// one task takes one head and keeps its scores in cache
-// from product to softmax to product, flash-style: the forward pass saves each row's log-sum-exp, not the
-// probabilities, and the backward pass recomputes them. Products are register tiles of kRows rows x 4 vectors.
+// one task takes one head, its rows copied contiguous (keys and values also transposed), and each block of 64 query
+// rows keeps its scores in cache from product to softmax to product, flash-style: the forward pass saves each row's
+// log-sum-exp, not the probabilities, and the backward pass recomputes them. Products are register tiles of kRows
+// rows x 4 vectors that skip what causality makes zero (measurements: benchmarks/README.md).
 #include <cmath>
 #include <type_traits>
 #include <vector>
@@ -146,8 +147,8 @@ void rows_of(const float* x, const Shape& s, float* out) {
 // The first column past a row's last visible key, in whole vectors.
 inline int64_t row_end(int64_t row) { return round_up(row + 1, kLanes); }
 
-// scores [i0, i1) x [k0, k1) in rows of `pitch` (columns by key index): x's contiguous rows times t's columns, each row only
-// as far as `row_end`.
+// scores [i0, i1) x [k0, k1) in rows of `pitch` (columns by key index): x's contiguous rows times t's columns,
+// each row only as far as `row_end`.
 void scores_of(const float* x, const float* t, const Shape& s, int64_t i0, int64_t i1, int64_t k0, int64_t k1,
                float* out) {
   const int64_t p = s.pitch();

@@ -204,6 +204,14 @@ void probabilities(float* scores, const Shape& s, int64_t i0, int64_t i1, int64_
   }
 }
 
+// This thread's working memory of at least `floats`, kept from call to call: a head's buffers cost no allocation,
+// page faults or zero-filling (they are written before they are read; the gradient sums are zeroed explicitly).
+float* scratch(size_t floats) {
+  thread_local std::vector<float> memory;
+  if (memory.size() < floats) memory.resize(floats);
+  return memory.data();
+}
+
 // Query rows [i0 + m, i0 + m + r) contract over keys [k0, i0 + m + r): the keys they may see.
 inline auto before(int64_t i0, int64_t k0, int64_t d) {
   return [=](int64_t m, int64_t r) { return Bounds{0, i0 + m + r - k0, d}; };
@@ -215,19 +223,22 @@ void forward(ffi::ThreadPool& pool, const float* q, const float* k, const float*
   const int64_t p = s.pitch(), st = s.stride();
   parallel(pool, n * s.heads, threads_of(pool), [=](int64_t head) {
     const int64_t base = head / s.heads * s.length * st + head % s.heads * s.d;  // [b, 0, h, 0]
-    std::vector<float> kt(s.d * p), qc(s.length * s.d), vc(s.length * s.d), scores(kBlock * p), inverse(kBlock);
-    transpose_rows(k + base, s, kt.data());
-    rows_of(q + base, s, qc.data());
-    rows_of(v + base, s, vc.data());
+    const int64_t rows = s.length * s.d;
+    float* const kt = scratch(s.d * p + 2 * rows + kBlock * p + kBlock);
+    float *const qc = kt + s.d * p, *const vc = qc + rows, *const scores = vc + rows;
+    float* const inverse = scores + kBlock * p;
+    transpose_rows(k + base, s, kt);
+    rows_of(q + base, s, qc);
+    rows_of(v + base, s, vc);
     for (int64_t i0 = 0; i0 < s.length; i0 += kBlock) {
       const int64_t i1 = std::min(s.length, i0 + kBlock);
       int64_t k0, k1;
       key_span(s, i0, i1, k0, k1);
-      scores_of(qc.data(), kt.data(), s, i0, i1, k0, k1, scores.data());
-      probabilities(scores.data(), s, i0, i1, k0, k1, nullptr, lse + head * s.length, inverse.data());
+      scores_of(qc, kt, s, i0, i1, k0, k1, scores);
+      probabilities(scores, s, i0, i1, k0, k1, nullptr, lse + head * s.length, inverse);
       // out rows = probabilities . v over keys [k0, i1) (the rest are 0), then divided by the rows' sums
       float* o = out + base + i0 * st;
-      product<false>(scores.data() + k0, p, 1, vc.data() + k0 * s.d, s.d, i1 - i0, s.d, o, st, before(i0, k0, s.d));
+      product<false>(scores + k0, p, 1, vc + k0 * s.d, s.d, i1 - i0, s.d, o, st, before(i0, k0, s.d));
       for (int64_t i = 0; i < i1 - i0; ++i) {
         const vf inv = vf{} + inverse[i];
         for (int64_t e = 0; e < s.d; e += kLanes) store(o + i * st + e, load(o + i * st + e) * inv);
@@ -243,47 +254,47 @@ void backward(ffi::ThreadPool& pool, const float* q, const float* k, const float
   parallel(pool, n * s.heads, threads_of(pool), [=](int64_t head) {
     const int64_t base = head / s.heads * s.length * st + head % s.heads * s.d;
     const float* shift = lse + head * s.length;
-    std::vector<float> kt(s.d * p), vt(s.d * p), probs(kBlock * p), grads(kBlock * p), delta(s.length);
-    std::vector<float> dk_rows(s.length * s.d, 0.0f), dv_rows(s.length * s.d, 0.0f);
-    std::vector<float> qc(s.length * s.d), kc(s.length * s.d), dc(s.length * s.d);
-    transpose_rows(k + base, s, kt.data());
-    transpose_rows(v + base, s, vt.data());
-    rows_of(q + base, s, qc.data());
-    rows_of(k + base, s, kc.data());
-    rows_of(d_out + base, s, dc.data());
+    const int64_t rows = s.length * s.d;
+    float* const kt = scratch(2 * s.d * p + 2 * kBlock * p + s.length + 5 * rows);
+    float *const vt = kt + s.d * p, *const probs = vt + s.d * p, *const grads = probs + kBlock * p;
+    float *const delta = grads + kBlock * p, *const qc = delta + s.length, *const kc = qc + rows, *const dc = kc + rows;
+    float *const dk_rows = dc + rows, *const dv_rows = dk_rows + rows;
+    std::fill(dk_rows, dv_rows + rows, 0.0f);
+    transpose_rows(k + base, s, kt);
+    transpose_rows(v + base, s, vt);
+    rows_of(q + base, s, qc);
+    rows_of(k + base, s, kc);
+    rows_of(d_out + base, s, dc);
     for (int64_t i = 0; i < s.length; ++i) {  // rowsum(dP * P) = dO . O
       float t = 0.0f;
       for (int64_t e = 0; e < s.d; ++e) t += d_out[base + i * st + e] * out[base + i * st + e];
       delta[i] = t;
     }
     for (int64_t i0 = 0; i0 < s.length; i0 += kBlock) {
-      const int64_t i1 = std::min(s.length, i0 + kBlock), rows = i1 - i0;
+      const int64_t i1 = std::min(s.length, i0 + kBlock), block = i1 - i0;
       int64_t k0, k1;
       key_span(s, i0, i1, k0, k1);
-      scores_of(qc.data(), kt.data(), s, i0, i1, k0, k1, probs.data());
-      probabilities(probs.data(), s, i0, i1, k0, k1, shift, nullptr, nullptr);
-      scores_of(dc.data(), vt.data(), s, i0, i1, k0, k1, grads.data());  // dP = dO . v^T
+      scores_of(qc, kt, s, i0, i1, k0, k1, probs);
+      probabilities(probs, s, i0, i1, k0, k1, shift, nullptr, nullptr);
+      scores_of(dc, vt, s, i0, i1, k0, k1, grads);  // dP = dO . v^T
       for (int64_t i = i0; i < i1; ++i) {  // dS = P * (dP - delta)
-        float* g = grads.data() + (i - i0) * p;
-        const float* pr = probs.data() + (i - i0) * p;
+        float* g = grads + (i - i0) * p;
+        const float* pr = probs + (i - i0) * p;
         const vf di = vf{} + delta[i];
         const int64_t end = std::min(k1, row_end(i));
         for (int64_t j = k0; j < end; j += kLanes) store(g + j, load(pr + j) * (load(g + j) - di));
         for (int64_t j = end; j < k1; j += kLanes) store(g + j, vf{});
       }
       const int64_t keys = i1 - k0;  // keys past the block's last row have P = dS = 0
-      product<false>(grads.data() + k0, p, 1, kc.data() + k0 * s.d, s.d, rows, s.d, dq + base + i0 * st, st,
-                     before(i0, k0, s.d));
+      product<false>(grads + k0, p, 1, kc + k0 * s.d, s.d, block, s.d, dq + base + i0 * st, st, before(i0, k0, s.d));
       // key rows [j, j + r) gather from query rows i >= j only
-      const auto after = [=](int64_t m, int64_t) { return Bounds{std::max<int64_t>(0, k0 + m - i0), rows, s.d}; };
-      product<true>(probs.data() + k0, 1, p, dc.data() + i0 * s.d, s.d, keys, s.d, dv_rows.data() + k0 * s.d, s.d,
-                    after);
-      product<true>(grads.data() + k0, 1, p, qc.data() + i0 * s.d, s.d, keys, s.d, dk_rows.data() + k0 * s.d, s.d,
-                    after);
+      const auto after = [=](int64_t m, int64_t) { return Bounds{std::max<int64_t>(0, k0 + m - i0), block, s.d}; };
+      product<true>(probs + k0, 1, p, dc + i0 * s.d, s.d, keys, s.d, dv_rows + k0 * s.d, s.d, after);
+      product<true>(grads + k0, 1, p, qc + i0 * s.d, s.d, keys, s.d, dk_rows + k0 * s.d, s.d, after);
     }
     for (int64_t j = 0; j < s.length; ++j) {
-      std::memcpy(dk + base + j * st, dk_rows.data() + j * s.d, s.d * sizeof(float));
-      std::memcpy(dv + base + j * st, dv_rows.data() + j * s.d, s.d * sizeof(float));
+      std::memcpy(dk + base + j * st, dk_rows + j * s.d, s.d * sizeof(float));
+      std::memcpy(dv + base + j * st, dv_rows + j * s.d, s.d * sizeof(float));
     }
   });
 }

@@ -4,7 +4,7 @@ over in-order rows with a hand-written backward pass (CPU training). Other masks
 Float32 attention runs in neo's own kernel where it is built (`fused_attention`, `neo/model/cpu_attention.cc`):
 XLA CPU runs attention's per-head products of small matrices at ~80 GFLOP/s, and with the softmax between them
 attention took ~19% of the benchmark model's float32 step; the kernel keeps each head's scores in cache from
-product to softmax to product (the step −12%, benchmarks/README.md). Where it is not built, or the head size is
+product to softmax to product (the step −16%, benchmarks/README.md). Where it is not built, or the head size is
 not a multiple of 16, `causal_attention` forms the same in XLA's products in query blocks.
 
 In bfloat16 (`model.precision=bfloat16`) the products take XLA CPU's fast bf16 path (YNNPACK; AMX tiles where the
@@ -205,8 +205,8 @@ def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array, window: int | None
     """softmax(q · kᵀ + mask) · v without scaling, causal (and within `window` when local), for float32 q, k, v
     [batch, length, heads, kv], in neo's kernel (`neo.model.cpu_matvec.attention`): each head's scores stay in cache
     from product to softmax to product, and the backward pass recomputes the probabilities from each row's saved
-    log-sum-exp (flash attention's scheme). Forward and backward of the benchmark model's layer: 12 ms against 31 ms
-    for `causal_attention` in 4 blocks (benchmarks/README.md)."""
+    log-sum-exp (flash attention's scheme). Forward and backward of the benchmark model's layer: ~10 ms against
+    ~31 ms for `causal_attention` in 4 blocks (benchmarks/README.md)."""
     return cpu_matvec.attention(q, k, v, window)[0]
 
 

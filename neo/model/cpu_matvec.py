@@ -192,10 +192,8 @@ def _build() -> Path:
         raise OSError("no C++ compiler found")
     arch = "-mcpu=native" if platform.machine() in ("arm64", "aarch64") else "-march=native"
     flags = ["-O3", arch, "-std=c++17", "-shared", "-fPIC", "-w", f"-I{jax.ffi.include_dir()}"]
-    texts = [f.read_text() for f in (*SOURCES, HEADER)]
-    key = hashlib.sha256("\n".join([*texts, jax.__version__, compiler, *flags, _cpu_identity()]).encode()).hexdigest()[
-        :20
-    ]
+    parts = [*(f.read_text() for f in (*SOURCES, HEADER)), jax.__version__, compiler, *flags, _cpu_identity()]
+    key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
     target = cache_dir() / "kernels" / f"cpu_matvec-{key}.so"
     if target.exists():
         return target

@@ -42,7 +42,7 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     q, k, v, d_out = (jnp.asarray(rng.standard_normal((8, 256, 6, 64), dtype=np.float32)) for _ in range(4))
-    if not cpu_matvec.attends(q):
+    if not cpu_matvec.attends(q, k, v):
         raise SystemExit("neo's CPU kernels are not built here (no C++ compiler, or NEO_CPU_KERNELS=0)")
     forms = {
         "fused kernel": lambda q, k, v: fused_attention(q, k, v, args.window),

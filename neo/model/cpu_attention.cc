@@ -37,7 +37,7 @@ inline void tile(const float* a, int64_t am, int64_t ak, const float* b, int64_t
     vf bv[V];
     for (int v = 0; v < V; ++v) bv[v] = load(b + k * ldb + v * kLanes);
     for (int64_t m = 0; m < M; ++m) {
-      const vf s = splat(a[m * am + k * ak]);
+      const vf s = vf{} + a[m * am + k * ak];
       for (int v = 0; v < V; ++v) acc[m][v] += s * bv[v];
     }
   }

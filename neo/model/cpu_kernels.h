@@ -9,10 +9,6 @@
 #include <memory>
 #include <thread>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -32,17 +28,6 @@ inline vf load(const float* p) {
   return v;
 }
 inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
-inline vf splat(float x) {  // one broadcast (`vf{} + x` is an add, then a broadcast)
-#if defined(__AVX512F__)
-  return (vf)_mm512_set1_ps(x);
-#elif defined(__AVX__)
-  return (vf)_mm256_set1_ps(x);
-#else
-  vf v;
-  for (int i = 0; i < kLanes; ++i) v[i] = x;
-  return v;
-#endif
-}
 
 // body(c) for every chunk c < count, chunks claimed from a shared counter by the calling thread and by tasks on
 // XLA's pool. A task that starts late finds nothing left; the caller waits only for chunks already claimed.

@@ -97,15 +97,15 @@ def _stored(w: Any) -> jax.Array:
     return w.stored if is_low_bit(w) else w
 
 
+def _runs_here() -> bool:
+    """Whether the training kernels can run on what is traced now: a CPU, not a mesh of several devices (a kernel sees
+    one device's buffers), a kernel built."""
+    return jax.default_backend() == "cpu" and jax.sharding.get_abstract_mesh().size <= 1 and ready()
+
+
 def transposes(a: jax.Array) -> bool:
-    """Whether `transposed(a)` and `swapped(a, ...)` run the kernel: a bfloat16 array on a CPU, not sharded over a
-    mesh of several devices, a kernel built."""
-    return (
-        a.dtype == jnp.bfloat16
-        and jax.default_backend() == "cpu"
-        and jax.sharding.get_abstract_mesh().size <= 1
-        and ready()
-    )
+    """Whether `transposed(a)` and `swapped(a, ...)` run the kernel: a bfloat16 array where `_runs_here`."""
+    return a.dtype == jnp.bfloat16 and _runs_here()
 
 
 def transposed(a: jax.Array) -> jax.Array:
@@ -225,16 +225,15 @@ def _cpu_identity() -> str:
     return "\n".join(dict.fromkeys(lines))
 
 
-def attends(q: jax.Array) -> bool:
-    """Whether `attention` runs the kernel on q [batch, length, heads, d]: float32 on a CPU, not sharded over a mesh
-    of several devices, d a multiple of 16, a kernel built."""
+def attends(q: jax.Array, k: jax.Array, v: jax.Array) -> bool:
+    """Whether `attention` runs the kernel: q, k, v float32 [batch, length, heads, d] of one shape, d a multiple of
+    16, where `_runs_here`."""
     return (
-        q.dtype == jnp.float32
+        q.shape == k.shape == v.shape
+        and q.dtype == k.dtype == v.dtype == jnp.float32
         and q.ndim == 4
         and q.shape[-1] % 16 == 0
-        and jax.default_backend() == "cpu"
-        and jax.sharding.get_abstract_mesh().size <= 1
-        and ready()
+        and _runs_here()
     )
 
 

@@ -40,11 +40,11 @@ from neo.model.positions import PositionEmbedding
 from neo.model.quantize import LowBitWeight
 
 
-def _unless_widened(policy: Callable[..., bool]) -> Callable[..., bool]:
-    """`policy`, except that a bf16 product accumulated in float32 (neo's CPU kernels) is recomputed, not saved: its
-    output is rounded right after, and saving the float32 one cost more than recomputing it (12% of the benchmark
-    model's bf16 CPU step, benchmarks/README.md). The output of neo's float32 CPU attention kernel, a product too,
-    is saved like a dot's."""
+def _for_cpu_kernels(policy: Callable[..., bool]) -> Callable[..., bool]:
+    """`policy` fitted to neo's CPU kernels: a bf16 product accumulated in float32 is recomputed, not saved (its
+    output is rounded right after, and saving the float32 one cost more than recomputing it: 12% of the benchmark
+    model's bf16 CPU step, benchmarks/README.md), and the outputs of the float32 attention kernel, a product too,
+    are saved like a dot's (its forward then runs once a step)."""
 
     def save(prim: Any, *args: Any, **params: Any) -> bool:
         if params.get("target_name") == cpu_matvec.ATTEND:
@@ -57,8 +57,8 @@ def _unless_widened(policy: Callable[..., bool]) -> Callable[..., bool]:
 
 REMAT_POLICIES = {
     "full": None,  # save nothing, recompute the block in the backward pass
-    "dots": _unless_widened(jax.checkpoint_policies.checkpoint_dots),
-    "dots_no_batch": _unless_widened(jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims),
+    "dots": _for_cpu_kernels(jax.checkpoint_policies.checkpoint_dots),
+    "dots_no_batch": _for_cpu_kernels(jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims),
 }
 
 

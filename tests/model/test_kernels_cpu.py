@@ -62,7 +62,7 @@ def test_fused_float32_attention_matches_the_full_square(
     and gradients of the masked full square, at lengths that are not whole vectors or blocks, local or not."""
     rng = np.random.default_rng(3)
     q, k, v, d_out = (jnp.asarray(rng.standard_normal((batch, length, heads, d), dtype=np.float32)) for _ in range(4))
-    assert cpu_matvec.attends(q)
+    assert cpu_matvec.attends(q, k, v)
     got = jax.jit(lambda *a: fused_attention(*a, window))(q, k, v)
     np.testing.assert_allclose(np.asarray(got), np.asarray(_reference(q, k, v, window)), rtol=1e-5, atol=1e-5)
 

@@ -259,7 +259,7 @@ def test_the_dots_remat_policy_saves_the_fused_attention_kernels_output() -> Non
     if shutil.which("g++") is None and shutil.which("c++") is None:
         pytest.skip("no C++ compiler")
     q = jnp.asarray(np.random.default_rng(0).standard_normal((1, 32, 2, 16)), jnp.float32)
-    assert cpu_matvec.attends(q)
+    assert cpu_matvec.attends(q, q, q)
 
     def forward_calls(policy: object) -> int:
         loss = jax.checkpoint(lambda q: jnp.sum(fused_attention(q, q, q) ** 2), policy=policy)

@@ -132,7 +132,7 @@ def attention(
     if in_order and dropout is None:
         if q.dtype == k.dtype == v.dtype == jnp.bfloat16 and cpu_matvec.transposes(q):
             return bf16_attention(q, k, v, window)
-        if q.shape == k.shape == v.shape and q.dtype == k.dtype == v.dtype and cpu_matvec.attends(q):
+        if cpu_matvec.attends(q, k, v):
             return fused_attention(q, k, v, window)
         return causal_attention(q, k, v, query_blocks(q.shape[1], min_rows=BLOCK_ROWS), window)
     return xla.attention(q, k, v, mask, window, in_order, dropout)
